@@ -1,0 +1,54 @@
+# Sluice — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+LAB_CACHE ?= $(CURDIR)/.lab
+LAB_RUNS  := $(LAB_CACHE)/runs
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: help setup deps lab unit lab-test test smoke proto clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+deps: ## install missing Debian packages (apt-get)
+	@bash lab/deps.sh
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: deps $(VENV_STAMP) ## Debian packages + project virtualenv (.venv) with Sluice installed
+
+lab: setup ## download the Debian lab kernel and build the initramfs (cached in .lab/)
+	@bash lab/prepare.sh
+
+unit: lab ## host unit tests (the harness tests boot the lab VM briefly)
+	$(PY) -m pytest -m "not lab" --junitxml=$(LAB_CACHE)/unit-junit.xml tests
+
+lab-test: lab ## the real-kernel tests, inside the lab VM
+	@rm -rf $(LAB_RUNS)/test
+	$(PY) lab/vm.py --out $(LAB_RUNS)/test -- \
+	  $(PY) -m pytest -m lab -p no:cacheprovider --junitxml=$(LAB_RUNS)/test/junit.xml tests
+
+test: lab ## everything: unit tests, then the lab tests; fails if either fails
+	@rc=0; \
+	$(MAKE) --no-print-directory unit || rc=1; \
+	$(MAKE) --no-print-directory lab-test || rc=1; \
+	$(PY) lab/summary.py $(LAB_CACHE)/unit-junit.xml $(LAB_RUNS)/test/junit.xml || rc=1; \
+	exit $$rc
+
+smoke: lab ## the lab smoke run: a real kernel exporting a thin LV over NVMe/TCP under io.max
+	@rm -rf $(LAB_RUNS)/smoke
+	$(PY) lab/vm.py --out $(LAB_RUNS)/smoke -- \
+	  $(PY) -m pytest -m lab -p no:cacheprovider -v --junitxml=$(LAB_RUNS)/smoke/junit.xml tests/lab/test_smoke.py
+
+proto: setup ## regenerate the committed gRPC stubs from proto/
+	cd proto && ../$(PY) -m sluice_proto._generate
+
+clean: ## remove the virtualenv and the lab cache
+	rm -rf $(VENV) $(LAB_CACHE)

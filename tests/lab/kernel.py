@@ -1,0 +1,94 @@
+"""Small helpers for lab tests: run a tool, wait on sysfs, talk to configfs and fabrics.
+
+These touch the real kernel of the lab VM directly; they are for tests that prove the
+lab (and, later, for checking what Sluice did), not a second implementation of Sluice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+NVMET = Path("/sys/kernel/config/nvmet")
+FABRICS = "/dev/nvme-fabrics"
+
+
+def sh(*cmd: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LC_ALL="C")
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def new_host_nqn() -> str:
+    return f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid4()}"
+
+
+def lvs_json(vg: str) -> list[dict]:
+    out = sh("lvs", "--reportformat", "json", "-o", "lv_name,segtype,lv_size,pool_lv", "--units", "b", vg)
+    return json.loads(out.stdout)["report"][0]["lv"]
+
+
+def fabrics_connect(options: str) -> str:
+    """Write a connect string to /dev/nvme-fabrics; return the controller name (nvmeN)."""
+    fd = os.open(FABRICS, os.O_RDWR)
+    try:
+        os.write(fd, options.encode())
+        reply = os.read(fd, 4096).decode().strip()
+    finally:
+        os.close(fd)
+    fields = dict(item.split("=", 1) for item in reply.split(","))
+    return f"nvme{fields['instance']}"
+
+
+def delete_controller(ctrl: str) -> None:
+    path = Path("/sys/class/nvme") / ctrl / "delete_controller"
+    if path.exists():
+        path.write_text("1")
+
+
+def controllers_for(subnqn: str) -> list[str]:
+    found = []
+    for ctrl in Path("/sys/class/nvme").glob("nvme*"):
+        try:
+            if (ctrl / "subsysnqn").read_text().strip() == subnqn:
+                found.append(ctrl.name)
+        except OSError:
+            continue
+    return found
+
+
+def block_device_with_uuid(ns_uuid: str) -> str | None:
+    """The visible namespace block device (the multipath head, nvmeXnY) with this UUID."""
+    for disk in Path("/sys/block").glob("nvme*n*"):
+        try:
+            if (disk / "uuid").read_text().strip() == ns_uuid and (disk / "dev").exists():
+                return disk.name
+        except OSError:
+            continue
+    return None
+
+
+def fio_json(cgroup: Path | None, *args: str, timeout: float = 300) -> dict:
+    """Run fio (optionally inside a cgroup v2 group) and return its parsed JSON report."""
+    cmd = ["fio", "--output-format=json", *args]
+    if cgroup is not None:
+        cmd = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "fio-in-cgroup", *cmd]
+    out = sh(*cmd, timeout=timeout)
+    return json.loads(out.stdout)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.kernel import sh
+from nvme_target.kernel_backend import KernelBackend
+from nvme_target.model import Portal
+from tests.lab.kernel import lvs_json, port_links, sh, sluice_subsystems
 
 SCRATCH_DISK = "/dev/vda"  # blank sparse disk attached by lab/vm.py for every run
 LAB_VG = "labvg"
@@ -26,3 +28,23 @@ def thin_pool(kernel_modules) -> tuple[str, str]:
     yield LAB_VG, LAB_POOL
     sh("vgremove", "-q", "-f", LAB_VG, check=False)
     sh("pvremove", "-q", "-f", SCRATCH_DISK, check=False)
+
+
+def remove_sluice_lvs(vg: str, pool: str) -> None:
+    for lv in lvs_json(vg):
+        if lv["lv_name"] != pool:
+            sh("lvremove", "-q", "-y", f"{vg}/{lv['lv_name']}")
+
+
+@pytest.fixture
+def kernel_backend(thin_pool, tmp_path):
+    """A KernelBackend on the lab thin pool, exporting on 127.0.0.1:4420; torn down to
+    nothing after the test (exports, then LVs) and checked for leaks."""
+    vg, pool = thin_pool
+    backend = KernelBackend(vg, pool, (Portal("127.0.0.1", "4420"),), tmp_path / "state",
+                            overcommit_ratio=2.0)
+    yield backend
+    for export in backend.list_exports():
+        backend.unexport_volume(export.volume_id)
+    remove_sluice_lvs(vg, pool)
+    assert sluice_subsystems() == [] and port_links() == []

@@ -92,3 +92,61 @@ def fio_json(cgroup: Path | None, *args: str, timeout: float = 300) -> dict:
         cmd = ["sh", "-c", f'echo $$ > "{cgroup}/cgroup.procs" && exec "$@"', "fio-in-cgroup", *cmd]
     out = sh(*cmd, timeout=timeout)
     return json.loads(out.stdout)
+
+
+def wait_live(ctrl: str, timeout: float) -> str:
+    """Wait for a controller to be live again (after a reconnect); returns its state."""
+    state = Path("/sys/class/nvme") / ctrl / "state"
+    return wait_for(lambda: state.exists() and state.read_text().strip() == "live" and "live",
+                    timeout, f"{ctrl} live")
+
+
+def read_block(device: str, length: int, offset: int = 0) -> bytes:
+    fd = os.open(device, os.O_RDONLY | os.O_DIRECT)
+    try:
+        import mmap
+        buf = mmap.mmap(-1, length)
+        os.preadv(fd, [buf], offset)
+        return bytes(buf)
+    finally:
+        os.close(fd)
+
+
+def write_block(device: str, data: bytes, offset: int = 0) -> None:
+    fd = os.open(device, os.O_WRONLY | os.O_DIRECT)
+    try:
+        import mmap
+        buf = mmap.mmap(-1, len(data))
+        buf.write(data)
+        os.pwritev(fd, [buf], offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sluice_subsystems() -> list[str]:
+    return sorted(p.name for p in (NVMET / "subsystems").iterdir() if p.name.startswith("nqn.2026-11.dev.sluice"))
+
+
+def port_links() -> list[str]:
+    return sorted(f"{port.name}/{link.name}" for port in (NVMET / "ports").iterdir()
+                  for link in (port / "subsystems").iterdir())
+
+
+def wipe_configfs() -> None:
+    """What a reboot does to nvmet: every port, subsystem and host is gone."""
+    for port in (NVMET / "ports").iterdir():
+        for link in (port / "subsystems").iterdir():
+            link.unlink()
+        for ref in (port / "referrals").iterdir():
+            ref.rmdir()
+        port.rmdir()
+    for sub in (NVMET / "subsystems").iterdir():
+        for ns in (sub / "namespaces").iterdir():
+            (ns / "enable").write_text("0")
+            ns.rmdir()
+        for host in (sub / "allowed_hosts").iterdir():
+            host.unlink()
+        sub.rmdir()
+    for host in (NVMET / "hosts").iterdir():
+        host.rmdir()

@@ -1,0 +1,124 @@
+"""A remote storage node, through its target agent, behind the same Backend interface
+as an in-process backend. gRPC errors come back as the typed errors the agent raised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import grpc
+
+from nvme_target.agent import convert as c
+from nvme_target.backend import Backend
+from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, TargetInfo, Volume
+from sluice_common.grpc_status import from_rpc_error
+from sluice_proto import target_pb2 as pb
+from sluice_proto import target_pb2_grpc
+
+DEFAULT_TIMEOUT = 300.0  # a create under load can take a while; the CO retries past this
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes(),
+                                            private_key=self.key.read_bytes(),
+                                            certificate_chain=self.cert.read_bytes())
+
+
+class AgentClient(Backend):
+    def __init__(self, endpoint: str, tls: TlsFiles | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`endpoint`: "unix:/path/to.sock" or "host:port"."""
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._channel = (grpc.secure_channel(endpoint, tls.credentials()) if tls
+                         else grpc.insecure_channel(endpoint))
+        self._stub = target_pb2_grpc.TargetAgentStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request, timeout: float | None = None):
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+
+    def info(self) -> TargetInfo:
+        return c.info(self._call("GetInfo", pb.GetInfoRequest(), timeout=10))
+
+    def health(self) -> Health:
+        return c.health(self._call("CheckHealth", pb.CheckHealthRequest(), timeout=10))
+
+    def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
+                      source: Source | None = None) -> Volume:
+        req = pb.CreateVolumeRequest(name=name, size_bytes=size_bytes, metadata=dict(metadata or {}),
+                                     source=c.source_pb(source))
+        return c.volume(self._call("CreateVolume", req))
+
+    def get_volume(self, volume_id: str) -> Volume:
+        return c.volume(self._call("GetVolume", pb.VolumeRef(volume_id=volume_id)))
+
+    def find_volume(self, name: str) -> Volume | None:
+        resp = self._call("FindVolume", pb.NameRef(name=name))
+        return c.volume(resp.volume) if resp.HasField("volume") else None
+
+    def list_volumes(self) -> list[Volume]:
+        return [c.volume(v) for v in self._call("ListVolumes", pb.ListVolumesRequest()).volumes]
+
+    def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
+        self._call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=volume_id, unexport=unexport))
+
+    def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
+        req = pb.ExpandVolumeRequest(volume_id=volume_id, size_bytes=size_bytes)
+        return c.volume(self._call("ExpandVolume", req))
+
+    def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
+        req = pb.CreateSnapshotRequest(name=name, source_volume_id=source_volume_id)
+        return c.snapshot(self._call("CreateSnapshot", req))
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        return c.snapshot(self._call("GetSnapshot", pb.SnapshotRef(snapshot_id=snapshot_id)))
+
+    def find_snapshot(self, name: str) -> Snapshot | None:
+        resp = self._call("FindSnapshot", pb.NameRef(name=name))
+        return c.snapshot(resp.snapshot) if resp.HasField("snapshot") else None
+
+    def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
+        resp = self._call("ListSnapshots", pb.ListSnapshotsRequest(source_volume_id=source_volume_id or ""))
+        return [c.snapshot(s) for s in resp.snapshots]
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self._call("DeleteSnapshot", pb.SnapshotRef(snapshot_id=snapshot_id))
+
+    def capacity(self) -> Capacity:
+        return c.capacity(self._call("GetCapacity", pb.GetCapacityRequest()))
+
+    def portals(self) -> tuple[Portal, ...]:
+        return self.info().portals
+
+    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
+        req = pb.ExportVolumeRequest(volume_id=volume_id, hosts=list(hosts))
+        return c.export(self._call("ExportVolume", req))
+
+    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+        return c.export(self._call("AddHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn)))
+
+    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
+        resp = self._call("RemoveHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn))
+        return c.maybe_export(resp)
+
+    def unexport_volume(self, volume_id: str) -> None:
+        self._call("UnexportVolume", pb.VolumeRef(volume_id=volume_id))
+
+    def get_export(self, volume_id: str) -> Export | None:
+        return c.maybe_export(self._call("GetExport", pb.VolumeRef(volume_id=volume_id)))
+
+    def list_exports(self) -> list[Export]:
+        return [c.export(x) for x in self._call("ListExports", pb.ListExportsRequest()).exports]

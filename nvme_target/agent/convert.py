@@ -1,0 +1,96 @@
+"""Backend values <-> target.proto messages. Nothing else touches the wire types."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, TargetInfo, Volume
+from sluice_proto import target_pb2 as pb
+
+
+def portal_pb(p: Portal) -> pb.Portal:
+    return pb.Portal(traddr=p.traddr, trsvcid=p.trsvcid, adrfam=p.adrfam)
+
+
+def portal(m: pb.Portal) -> Portal:
+    return Portal(traddr=m.traddr, trsvcid=m.trsvcid, adrfam=m.adrfam)  # type: ignore[arg-type]
+
+
+def source_pb(s: Source | None) -> pb.Source | None:
+    return pb.Source(kind=s.kind, id=s.id) if s else None
+
+
+def source(m: pb.Source | None) -> Source | None:
+    return Source(kind=m.kind, id=m.id) if m is not None and m.kind else None  # type: ignore[arg-type]
+
+
+def volume_pb(v: Volume) -> pb.Volume:
+    return pb.Volume(id=v.id, name=v.name, size_bytes=v.size_bytes, metadata=dict(v.metadata),
+                     source=source_pb(v.source))
+
+
+def volume(m: pb.Volume) -> Volume:
+    return Volume(id=m.id, name=m.name, size_bytes=m.size_bytes, metadata=dict(m.metadata),
+                  source=source(m.source if m.HasField("source") else None))
+
+
+def snapshot_pb(s: Snapshot) -> pb.Snapshot:
+    ns = int(s.created_at.timestamp()) * 1_000_000_000 + s.created_at.microsecond * 1000
+    return pb.Snapshot(id=s.id, name=s.name, source_volume_id=s.source_volume_id,
+                       size_bytes=s.size_bytes, created_at_unix_ns=ns, ready=s.ready)
+
+
+def snapshot(m: pb.Snapshot) -> Snapshot:
+    created = datetime.fromtimestamp(m.created_at_unix_ns / 1e9, timezone.utc)
+    return Snapshot(id=m.id, name=m.name, source_volume_id=m.source_volume_id,
+                    size_bytes=m.size_bytes, created_at=created, ready=m.ready)
+
+
+def capacity_pb(c: Capacity) -> pb.Capacity:
+    return pb.Capacity(**c.__dict__)
+
+
+def capacity(m: pb.Capacity) -> Capacity:
+    return Capacity(total_bytes=m.total_bytes, used_bytes=m.used_bytes,
+                    provisioned_bytes=m.provisioned_bytes, available_bytes=m.available_bytes,
+                    data_percent=m.data_percent, metadata_percent=m.metadata_percent,
+                    overcommit_ratio=m.overcommit_ratio)
+
+
+def export_pb(x: Export) -> pb.Export:
+    return pb.Export(volume_id=x.volume_id, subsystem_nqn=x.subsystem_nqn,
+                     namespace_uuid=x.namespace_uuid, namespace_nguid=x.namespace_nguid,
+                     serial=x.serial, portals=[portal_pb(p) for p in x.portals], hosts=sorted(x.hosts))
+
+
+def export(m: pb.Export) -> Export:
+    return Export(volume_id=m.volume_id, subsystem_nqn=m.subsystem_nqn,
+                  namespace_uuid=m.namespace_uuid, namespace_nguid=m.namespace_nguid,
+                  serial=m.serial, portals=tuple(portal(p) for p in m.portals),
+                  hosts=frozenset(m.hosts))
+
+
+def maybe_export_pb(x: Export | None) -> pb.MaybeExport:
+    return pb.MaybeExport(export=export_pb(x)) if x else pb.MaybeExport()
+
+
+def maybe_export(m: pb.MaybeExport) -> Export | None:
+    return export(m.export) if m.HasField("export") else None
+
+
+def health_pb(h: Health) -> pb.Health:
+    return pb.Health(ready=h.ready, problems=list(h.problems))
+
+
+def health(m: pb.Health) -> Health:
+    return Health(ready=m.ready, problems=tuple(m.problems))
+
+
+def info_pb(i: TargetInfo) -> pb.TargetInfo:
+    return pb.TargetInfo(target_id=i.target_id, backend=i.backend, topology=dict(i.topology),
+                         portals=[portal_pb(p) for p in i.portals], version=i.version)
+
+
+def info(m: pb.TargetInfo) -> TargetInfo:
+    return TargetInfo(target_id=m.target_id, backend=m.backend, topology=dict(m.topology),
+                      portals=tuple(portal(p) for p in m.portals), version=m.version)

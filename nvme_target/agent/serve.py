@@ -1,0 +1,79 @@
+"""Start a target agent: build the backend, re-apply saved exports, then serve gRPC on
+a unix socket and/or TCP (TLS with client certificates when configured)."""
+
+from __future__ import annotations
+
+import os
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import structlog
+
+from csi_driver import __version__
+from nvme_target import portals
+from nvme_target.agent.server import TargetAgentServicer
+from nvme_target.backend import Backend
+from nvme_target.kernel_backend import KernelBackend
+from nvme_target.model import TargetInfo
+from nvme_target.settings import AgentSettings
+from sluice_common import runner
+from sluice_common.errors import SluiceError
+from sluice_proto import target_pb2_grpc
+
+log = structlog.get_logger(__name__)
+KERNEL_MODULES = ("nvmet", "nvmet-tcp", "dm-thin-pool")
+
+
+def build_backend(settings: AgentSettings) -> KernelBackend:
+    resolved = tuple(portals.parse(spec) for spec in settings.portals)
+    return KernelBackend(settings.vg, settings.pool, resolved, settings.state_dir,
+                         overcommit_ratio=settings.overcommit_ratio)
+
+
+def load_kernel_modules() -> None:
+    try:
+        runner.run(["modprobe", "-a", *KERNEL_MODULES], timeout=60)
+    except SluiceError as exc:  # reported by health(); the agent still serves what it can
+        log.warning("kernel modules not loaded", modules=KERNEL_MODULES, error=str(exc))
+
+
+def target_info(settings: AgentSettings, backend: Backend) -> TargetInfo:
+    return TargetInfo(target_id=settings.target_id, backend=settings.backend,
+                      topology=dict(settings.topology), portals=backend.portals(), version=__version__)
+
+
+def start(settings: AgentSettings, backend: KernelBackend | None = None) -> grpc.Server:
+    """Restore exports, then start serving. Returns the running server."""
+    if backend is None:
+        load_kernel_modules()
+        backend = build_backend(settings)
+    backend.restore()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    target_pb2_grpc.add_TargetAgentServicer_to_server(
+        TargetAgentServicer(backend, target_info(settings, backend)), server)
+    if settings.socket is not None:
+        settings.socket.parent.mkdir(parents=True, exist_ok=True)
+        settings.socket.unlink(missing_ok=True)
+        server.add_insecure_port(f"unix:{settings.socket}")
+    if settings.listen is not None:
+        if settings.tls:
+            server.add_secure_port(settings.listen, _server_credentials(settings))
+        else:
+            server.add_insecure_port(settings.listen)
+    server.start()
+    if settings.socket is not None:
+        os.chmod(settings.socket, 0o660)
+    log.info("target agent serving", target_id=settings.target_id, socket=str(settings.socket),
+             listen=settings.listen, tls=settings.tls, portals=[p.traddr for p in backend.portals()])
+    return server
+
+
+def _server_credentials(settings: AgentSettings) -> grpc.ServerCredentials:
+    def read(path: Path | None) -> bytes:
+        assert path is not None
+        return path.read_bytes()
+
+    return grpc.ssl_server_credentials([(read(settings.tls_key), read(settings.tls_cert))],
+                                       root_certificates=read(settings.tls_client_ca),
+                                       require_client_auth=True)

@@ -1,0 +1,105 @@
+"""The TargetAgent gRPC servicer: validate nothing itself, call the backend, translate
+typed errors. Every method is one line of conversion around one backend call."""
+
+from __future__ import annotations
+
+from nvme_target.agent import convert as c
+from nvme_target.backend import Backend
+from nvme_target.model import TargetInfo
+from sluice_common.grpc_status import translate
+from sluice_proto import target_pb2 as pb
+from sluice_proto import target_pb2_grpc
+
+
+class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
+    def __init__(self, backend: Backend, info: TargetInfo) -> None:
+        self.backend = backend
+        self.info = info
+
+    @translate
+    def GetInfo(self, request, context):
+        return c.info_pb(self.info)
+
+    @translate
+    def CheckHealth(self, request, context):
+        return c.health_pb(self.backend.health())
+
+    @translate
+    def CreateVolume(self, request, context):
+        source = c.source(request.source if request.HasField("source") else None)
+        return c.volume_pb(self.backend.create_volume(request.name, request.size_bytes,
+                                                      dict(request.metadata), source))
+
+    @translate
+    def GetVolume(self, request, context):
+        return c.volume_pb(self.backend.get_volume(request.volume_id))
+
+    @translate
+    def FindVolume(self, request, context):
+        vol = self.backend.find_volume(request.name)
+        return pb.FindVolumeResponse(volume=c.volume_pb(vol) if vol else None)
+
+    @translate
+    def ListVolumes(self, request, context):
+        return pb.ListVolumesResponse(volumes=[c.volume_pb(v) for v in self.backend.list_volumes()])
+
+    @translate
+    def DeleteVolume(self, request, context):
+        self.backend.delete_volume(request.volume_id, unexport=request.unexport)
+        return pb.Empty()
+
+    @translate
+    def ExpandVolume(self, request, context):
+        return c.volume_pb(self.backend.expand_volume(request.volume_id, request.size_bytes))
+
+    @translate
+    def CreateSnapshot(self, request, context):
+        return c.snapshot_pb(self.backend.create_snapshot(request.name, request.source_volume_id))
+
+    @translate
+    def GetSnapshot(self, request, context):
+        return c.snapshot_pb(self.backend.get_snapshot(request.snapshot_id))
+
+    @translate
+    def FindSnapshot(self, request, context):
+        snap = self.backend.find_snapshot(request.name)
+        return pb.FindSnapshotResponse(snapshot=c.snapshot_pb(snap) if snap else None)
+
+    @translate
+    def ListSnapshots(self, request, context):
+        snaps = self.backend.list_snapshots(request.source_volume_id or None)
+        return pb.ListSnapshotsResponse(snapshots=[c.snapshot_pb(s) for s in snaps])
+
+    @translate
+    def DeleteSnapshot(self, request, context):
+        self.backend.delete_snapshot(request.snapshot_id)
+        return pb.Empty()
+
+    @translate
+    def GetCapacity(self, request, context):
+        return c.capacity_pb(self.backend.capacity())
+
+    @translate
+    def ExportVolume(self, request, context):
+        return c.export_pb(self.backend.export_volume(request.volume_id, list(request.hosts)))
+
+    @translate
+    def AddHost(self, request, context):
+        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn))
+
+    @translate
+    def RemoveHost(self, request, context):
+        return c.maybe_export_pb(self.backend.remove_host(request.volume_id, request.host_nqn))
+
+    @translate
+    def UnexportVolume(self, request, context):
+        self.backend.unexport_volume(request.volume_id)
+        return pb.Empty()
+
+    @translate
+    def GetExport(self, request, context):
+        return c.maybe_export_pb(self.backend.get_export(request.volume_id))
+
+    @translate
+    def ListExports(self, request, context):
+        return pb.ListExportsResponse(exports=[c.export_pb(x) for x in self.backend.list_exports()])

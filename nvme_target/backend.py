@@ -1,0 +1,101 @@
+"""The storage-node interface every backend implements (kernel/LVM, SPDK) and that the
+target agent serves over gRPC, so the controller has one code path: local or remote.
+
+Every call has ensure-semantics: repeating it converges on the same state. Failures
+are the typed errors of sluice_common.errors, never bare exceptions.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterable, Mapping
+
+from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+
+
+class Backend(abc.ABC):
+    # ----------------------------------------------------------------- volumes
+    @abc.abstractmethod
+    def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
+                      source: Source | None = None) -> Volume:
+        """Create a thin volume (empty, or an instant space-sharing clone of `source`).
+        The size is rounded up to the backend's allocation unit. The same name with the
+        same (rounded) size, metadata and source returns the existing volume; anything
+        else under that name raises AlreadyExists. NoSpace past the overcommit limit."""
+
+    @abc.abstractmethod
+    def get_volume(self, volume_id: str) -> Volume:
+        """NotFound when there is no such volume."""
+
+    @abc.abstractmethod
+    def find_volume(self, name: str) -> Volume | None:
+        """The volume created under this CSI name, if any."""
+
+    @abc.abstractmethod
+    def list_volumes(self) -> list[Volume]:
+        """All volumes, ordered by id."""
+
+    @abc.abstractmethod
+    def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
+        """Delete; a missing volume is not an error. An exported volume raises InUse
+        unless `unexport` is set, in which case the export is removed first."""
+
+    @abc.abstractmethod
+    def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
+        """Grow (never shrink: a smaller size raises InvalidArgument; equal is a no-op)."""
+
+    # --------------------------------------------------------------- snapshots
+    @abc.abstractmethod
+    def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
+        """A read-only, crash-consistent, instant snapshot. Same name + same source
+        returns it again; same name + other source raises AlreadyExists."""
+
+    @abc.abstractmethod
+    def get_snapshot(self, snapshot_id: str) -> Snapshot: ...
+
+    @abc.abstractmethod
+    def find_snapshot(self, name: str) -> Snapshot | None: ...
+
+    @abc.abstractmethod
+    def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]: ...
+
+    @abc.abstractmethod
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete; missing is not an error. InUse when volumes still depend on it."""
+
+    # ---------------------------------------------------------------- capacity
+    @abc.abstractmethod
+    def capacity(self) -> Capacity: ...
+
+    # ----------------------------------------------------------------- exports
+    @abc.abstractmethod
+    def portals(self) -> tuple[Portal, ...]:
+        """The NVMe/TCP addresses volumes are exported on."""
+
+    @abc.abstractmethod
+    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
+        """Export on every portal to exactly `hosts` (no host may connect otherwise)."""
+
+    @abc.abstractmethod
+    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+        """Allow one more host; exports the volume first if it is not exported."""
+
+    @abc.abstractmethod
+    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
+        """Disallow a host; a host that is not allowed, or a volume that is not
+        exported, is not an error (returns the export, or None)."""
+
+    @abc.abstractmethod
+    def unexport_volume(self, volume_id: str) -> None:
+        """Remove the export; not exported is not an error."""
+
+    @abc.abstractmethod
+    def get_export(self, volume_id: str) -> Export | None: ...
+
+    @abc.abstractmethod
+    def list_exports(self) -> list[Export]: ...
+
+    # --------------------------------------------------------------- lifecycle
+    @abc.abstractmethod
+    def health(self) -> Health:
+        """Ready when the storage and the NVMe target are usable."""

@@ -1,0 +1,298 @@
+"""The default backend: thin LVs in an LVM thin pool, exported by kernel nvmet.
+
+One thin LV per volume and per snapshot (snapshots are read-only thin snapshots that
+stay inactive; clones are writable thin snapshots of a snapshot or a volume, instant
+and space-sharing). LV tags hold the CSI name, metadata and source, so LVM is the
+source of truth. LVM mutations are serialized (check-then-create must be atomic so 20
+parallel creates of one name make one LV, and the overcommit check cannot race).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import structlog
+
+from nvme_target import lvtags, naming, validate
+from nvme_target.backend import Backend
+from nvme_target.exports import ExportStore
+from nvme_target.lvm import LogicalVolume, Lvm
+from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+from nvme_target.nvmet import Nvmet
+from nvme_target.nvmet_exports import NvmetExporter
+from sluice_common.errors import (
+    AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class KernelBackend(Backend):
+    def __init__(self, vg: str, pool: str, portals: tuple[Portal, ...], state_dir: Path,
+                 overcommit_ratio: float = 4.0, full_percent: float = 95.0,
+                 nvmet: Nvmet | None = None) -> None:
+        if overcommit_ratio <= 0:
+            raise InvalidArgument("overcommit_ratio must be positive")
+        self.lvm = Lvm(vg, pool)
+        self.nvmet = nvmet or Nvmet()
+        self.exporter = NvmetExporter(self.nvmet, ExportStore(state_dir / "exports.json"),
+                                      portals, self.lvm.path)
+        self.overcommit_ratio = overcommit_ratio
+        self.full_percent = full_percent
+        self._lvm_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- volumes
+    def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
+                      source: Source | None = None) -> Volume:
+        validate.name(name)
+        validate.size(size_bytes)
+        meta = validate.metadata(metadata)
+        vol_id = naming.volume_id(name)
+        with self._lvm_lock:
+            lvs = self.lvm.report()
+            pool = self._pool(lvs)
+            size = _round_up(size_bytes, pool.extent_size)
+            if vol_id in lvs:
+                return self._same_volume(lvs[vol_id], name, size, meta, source)
+            origin = self._source_lv(lvs, source) if source else None
+            if origin is not None and size < origin.size:
+                raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin.size} bytes)")
+            self._check_room(lvs, pool, size)
+            tags = lvtags.volume_tags(name, meta, source)
+            if origin is None:
+                self.lvm.create_thin(vol_id, size, tags)
+            else:
+                self._clone(origin, vol_id, size, tags)
+        log.info("volume created", volume_id=vol_id, size_bytes=size, source=source)
+        return Volume(vol_id, name, size, meta, source)
+
+    def get_volume(self, volume_id: str) -> Volume:
+        validate.volume_id(volume_id)
+        vol = lvtags.to_volume(self.lvm.report().get(volume_id))
+        if vol is None:
+            raise NotFound(f"volume {volume_id} not found")
+        return vol
+
+    def find_volume(self, name: str) -> Volume | None:
+        validate.name(name)
+        vol = lvtags.to_volume(self.lvm.report().get(naming.volume_id(name)))
+        return vol if vol is not None and vol.name == name else None
+
+    def list_volumes(self) -> list[Volume]:
+        return sorted((v for v in map(lvtags.to_volume, self.lvm.report().values()) if v),
+                      key=lambda v: v.id)
+
+    def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
+        try:
+            validate.volume_id(volume_id)
+        except NotFound:
+            return
+        if self.exporter.is_exported(volume_id):
+            if not unexport:
+                raise InUse(f"volume {volume_id} is exported; unexport it first")
+            self.exporter.unexport(volume_id)
+        with self._lvm_lock:
+            if lvtags.to_volume(self.lvm.report().get(volume_id)) is None:
+                return
+            self.lvm.remove(volume_id)
+        log.info("volume deleted", volume_id=volume_id)
+
+    def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
+        validate.volume_id(volume_id)
+        validate.size(size_bytes)
+        with self._lvm_lock:
+            lvs = self.lvm.report()
+            current = lvtags.to_volume(lvs.get(volume_id))
+            if current is None:
+                raise NotFound(f"volume {volume_id} not found")
+            pool = self._pool(lvs)
+            size = _round_up(size_bytes, pool.extent_size)
+            if size < current.size_bytes:
+                raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
+                                      f"({current.size_bytes} bytes): volumes only grow")
+            if size == current.size_bytes:
+                return current
+            self._check_room(lvs, pool, size - current.size_bytes)
+            self.lvm.extend(volume_id, size)
+        self.exporter.revalidate(volume_id)
+        log.info("volume expanded", volume_id=volume_id, size_bytes=size)
+        return Volume(current.id, current.name, size, current.metadata, current.source)
+
+    # --------------------------------------------------------------- snapshots
+    def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
+        validate.name(name)
+        snap_id = naming.snapshot_id(name)
+        with self._lvm_lock:
+            lvs = self.lvm.report()
+            if snap_id in lvs:
+                existing = lvtags.to_snapshot(lvs[snap_id])
+                if existing is None or existing.name != name or existing.source_volume_id != source_volume_id:
+                    raise AlreadyExists(f"snapshot {name!r} already exists for another source")
+                return existing
+            validate.volume_id(source_volume_id)
+            if lvtags.to_volume(lvs.get(source_volume_id)) is None:
+                raise NotFound(f"source volume {source_volume_id} not found")
+            self.lvm.snapshot(source_volume_id, snap_id, lvtags.snapshot_tags(name, source_volume_id),
+                              writable=False)
+            created = lvtags.to_snapshot(self.lvm.report()[snap_id])
+        log.info("snapshot created", snapshot_id=snap_id, source_volume_id=source_volume_id)
+        return created  # type: ignore[return-value]
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        validate.snapshot_id(snapshot_id)
+        snap = lvtags.to_snapshot(self.lvm.report().get(snapshot_id))
+        if snap is None:
+            raise NotFound(f"snapshot {snapshot_id} not found")
+        return snap
+
+    def find_snapshot(self, name: str) -> Snapshot | None:
+        validate.name(name)
+        snap = lvtags.to_snapshot(self.lvm.report().get(naming.snapshot_id(name)))
+        return snap if snap is not None and snap.name == name else None
+
+    def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
+        snaps = (s for s in map(lvtags.to_snapshot, self.lvm.report().values()) if s)
+        return sorted((s for s in snaps if source_volume_id in (None, s.source_volume_id)),
+                      key=lambda s: s.id)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Thin clones share blocks through the pool, not through their origin: deleting a
+        snapshot never takes data from a volume cloned from it, so nothing depends on it."""
+        try:
+            validate.snapshot_id(snapshot_id)
+        except NotFound:
+            return
+        with self._lvm_lock:
+            if lvtags.to_snapshot(self.lvm.report().get(snapshot_id)) is None:
+                return
+            self.lvm.remove(snapshot_id)
+        log.info("snapshot deleted", snapshot_id=snapshot_id)
+
+    # ---------------------------------------------------------------- capacity
+    def capacity(self) -> Capacity:
+        lvs = self.lvm.report()
+        pool = self._pool(lvs)
+        provisioned = _provisioned(lvs)
+        limit = int(pool.size * self.overcommit_ratio)
+        full = pool.data_percent >= self.full_percent
+        return Capacity(
+            total_bytes=pool.size, used_bytes=int(pool.size * pool.data_percent / 100),
+            provisioned_bytes=provisioned, available_bytes=0 if full else max(0, limit - provisioned),
+            data_percent=pool.data_percent, metadata_percent=pool.metadata_percent,
+            overcommit_ratio=self.overcommit_ratio,
+        )
+
+    # ----------------------------------------------------------------- exports
+    def portals(self) -> tuple[Portal, ...]:
+        return self.exporter.portals
+
+    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
+        self._ready_for_export(volume_id)
+        return self.exporter.export(volume_id, hosts)
+
+    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+        self._ready_for_export(volume_id)
+        return self.exporter.add_host(volume_id, host_nqn)
+
+    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
+        try:
+            validate.volume_id(volume_id)
+        except NotFound:
+            return None
+        return self.exporter.remove_host(volume_id, host_nqn)
+
+    def unexport_volume(self, volume_id: str) -> None:
+        try:
+            validate.volume_id(volume_id)
+        except NotFound:
+            return
+        self.exporter.unexport(volume_id)
+
+    def get_export(self, volume_id: str) -> Export | None:
+        return self.exporter.get(volume_id)
+
+    def list_exports(self) -> list[Export]:
+        return self.exporter.list()
+
+    # --------------------------------------------------------------- lifecycle
+    def restore(self) -> None:
+        lvs = self.lvm.report()
+        for lv in lvs.values():
+            if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
+                self.lvm.activate(lv.name)
+        self.exporter.restore(lambda vol_id: lvtags.to_volume(lvs.get(vol_id)) is not None)
+
+    def health(self) -> Health:
+        problems: list[str] = []
+        try:
+            self._pool(self.lvm.report())
+        except SluiceError as exc:
+            problems.append(str(exc))
+        if not self.nvmet.available():
+            problems.append(f"nvmet configfs missing at {self.nvmet.root}")
+        if not Path("/sys/module/nvmet_tcp").is_dir():
+            problems.append("kernel module nvmet_tcp is not loaded")
+        return Health(ready=not problems, problems=tuple(problems))
+
+    # ---------------------------------------------------------------- internals
+    def _pool(self, lvs: dict[str, LogicalVolume]) -> LogicalVolume:
+        pool = lvs.get(self.lvm.pool)
+        if pool is None or pool.segtype != "thin-pool":
+            raise Unavailable(f"thin pool {self.lvm.vg}/{self.lvm.pool} not found")
+        return pool
+
+    def _same_volume(self, lv: LogicalVolume, name: str, size: int, meta: dict,
+                     source: Source | None) -> Volume:
+        existing = lvtags.to_volume(lv)
+        if existing is None or existing.name != name:
+            raise AlreadyExists(f"an LV named {lv.name} exists and is not the volume {name!r}")
+        if (existing.size_bytes, dict(existing.metadata), existing.source) != (size, meta, source):
+            raise AlreadyExists(f"volume {name!r} already exists with a different size, "
+                                f"metadata or source")
+        return existing
+
+    def _source_lv(self, lvs: dict[str, LogicalVolume], source: Source) -> LogicalVolume:
+        check = validate.snapshot_id if source.kind == "snapshot" else validate.volume_id
+        check(source.id)
+        lv = lvs.get(source.id)
+        if lv is None or lvtags.kind(lv) != source.kind:
+            raise NotFound(f"source {source.kind} {source.id} not found")
+        return lv
+
+    def _clone(self, origin: LogicalVolume, vol_id: str, size: int, tags: list[str]) -> None:
+        self.lvm.snapshot(origin.name, vol_id, tags, writable=True)
+        if size > origin.size:
+            try:
+                self.lvm.extend(vol_id, size)
+            except SluiceError:
+                self.lvm.remove(vol_id)  # nothing half-created
+                raise
+
+    def _check_room(self, lvs: dict[str, LogicalVolume], pool: LogicalVolume, extra: int) -> None:
+        if pool.data_percent >= self.full_percent:
+            raise NoSpace(f"thin pool {self.lvm.pool} is {pool.data_percent:.1f}% full")
+        limit = int(pool.size * self.overcommit_ratio)
+        provisioned = _provisioned(lvs)
+        if provisioned + extra > limit:
+            raise NoSpace(f"{extra} more bytes exceed the thin pool's overcommit limit "
+                          f"({provisioned} of {limit} bytes provisioned, ratio {self.overcommit_ratio})")
+
+    def _ready_for_export(self, volume_id: str) -> None:
+        validate.volume_id(volume_id)
+        lv = self.lvm.report().get(volume_id)
+        if lv is None or lvtags.kind(lv) != "volume":
+            raise NotFound(f"volume {volume_id} not found")
+        if not lv.active:
+            self.lvm.activate(volume_id)
+
+
+def _provisioned(lvs: dict[str, LogicalVolume]) -> int:
+    return sum(lv.size for lv in lvs.values() if lvtags.kind(lv) == "volume")
+
+
+def _round_up(value: int, unit: int) -> int:
+    unit = unit or 1
+    return -(-value // unit) * unit
+

@@ -1,0 +1,58 @@
+"""Deterministic identities: everything a retry must find again derives from the name.
+
+A volume's id (its LV or lvol name), its subsystem NQN, namespace UUID, NGUID and
+serial are pure functions of the CSI name, so a retried create finds what the first
+attempt made and a node can find the device by UUID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+NQN_PREFIX = "nqn.2026-11.dev.sluice"
+_UUID_NAMESPACE = uuid.UUID("6c5c1f0e-7d1b-4c8e-9a52-51c3e0b6d0a1")  # Sluice's own, fixed forever
+VOLUME_PREFIX = "v-"
+SNAPSHOT_PREFIX = "s-"
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+
+def volume_id(name: str) -> str:
+    return VOLUME_PREFIX + _digest(name)
+
+
+def snapshot_id(name: str) -> str:
+    return SNAPSHOT_PREFIX + _digest(name)
+
+
+def subsystem_nqn(vol_id: str) -> str:
+    return f"{NQN_PREFIX}:vol:{vol_id}"
+
+
+def namespace_uuid(vol_id: str) -> str:
+    return str(uuid.uuid5(_UUID_NAMESPACE, f"ns-uuid:{vol_id}"))
+
+
+def namespace_nguid(vol_id: str) -> str:
+    return str(uuid.uuid5(_UUID_NAMESPACE, f"ns-nguid:{vol_id}"))
+
+
+def serial(vol_id: str) -> str:
+    """NVMe serial numbers are at most 20 ASCII characters."""
+    return vol_id.replace("-", "")[:20]
+
+
+def is_volume_id(value: str) -> bool:
+    return _is_id(value, VOLUME_PREFIX)
+
+
+def is_snapshot_id(value: str) -> bool:
+    return _is_id(value, SNAPSHOT_PREFIX)
+
+
+def _is_id(value: str, prefix: str) -> bool:
+    rest = value[len(prefix):]
+    return value.startswith(prefix) and len(rest) == 32 and all(c in "0123456789abcdef" for c in rest)

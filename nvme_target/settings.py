@@ -1,0 +1,106 @@
+"""Target agent settings: flags (with SLUICE_TARGET_* environment defaults) read once
+into a frozen, validated object. Nothing else in the agent reads flags or environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from socket import gethostname
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from nvme_target import portals
+from sluice_common.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    backend: str = "kernel"
+    vg: str = "sluice"
+    pool: str = "pool"
+    state_dir: Path = Path("/var/lib/sluice/target")
+    portals: tuple[str, ...] = ("127.0.0.1:4420",)
+    socket: Path | None = Path("/run/sluice/target.sock")
+    listen: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    insecure_listen: bool = False
+    overcommit_ratio: float = 4.0
+    target_id: str = field(default_factory=gethostname)
+    topology: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def validate(self) -> "AgentSettings":
+        if self.backend != "kernel":
+            raise InvalidArgument(f"--backend {self.backend!r} is not available (kernel)")
+        if not self.portals:
+            raise InvalidArgument("--portal: at least one NVMe/TCP portal is required")
+        for spec in self.portals:
+            portals.split(spec)
+        if self.socket is None and self.listen is None:
+            raise InvalidArgument("give --socket, --listen or both")
+        tls_files = (self.tls_cert, self.tls_key, self.tls_client_ca)
+        if any(tls_files) and not all(tls_files):
+            raise InvalidArgument("--tls-cert, --tls-key and --tls-client-ca go together")
+        if self.listen is not None:
+            host, _ = portals.split(self.listen)
+            if not self.tls and not portals.is_loopback(host) and not self.insecure_listen:
+                raise InvalidArgument(f"--listen {self.listen} is not a loopback address: give "
+                                      "--tls-cert/--tls-key/--tls-client-ca, or --insecure-listen")
+        if self.overcommit_ratio <= 0:
+            raise InvalidArgument("--overcommit-ratio must be positive")
+        return self
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"SLUICE_TARGET_{name}", default)
+
+
+def parser() -> argparse.ArgumentParser:
+    d = AgentSettings.__dataclass_fields__
+    p = argparse.ArgumentParser(prog="python -m nvme_target", description="Sluice storage-node agent")
+    p.add_argument("--backend", default=_env("BACKEND", "kernel"), choices=["kernel"])
+    p.add_argument("--vg", default=_env("VG", d["vg"].default), help="LVM volume group")
+    p.add_argument("--pool", default=_env("POOL", d["pool"].default), help="thin pool LV in the VG")
+    p.add_argument("--state-dir", type=Path, default=Path(_env("STATE_DIR", str(d["state_dir"].default))))
+    p.add_argument("--portal", action="append", dest="portals", metavar="ADDR|IFACE[:PORT]",
+                   help="NVMe/TCP listen address or interface name (repeatable; default 127.0.0.1:4420)")
+    p.add_argument("--socket", default=_env("SOCKET", str(d["socket"].default)),
+                   help="unix socket for the agent's gRPC service ('' to disable)")
+    p.add_argument("--listen", default=_env("LISTEN"), metavar="HOST:PORT", help="TCP address for gRPC")
+    p.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"))
+    p.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"))
+    p.add_argument("--tls-client-ca", type=Path, default=_env("TLS_CLIENT_CA"),
+                   help="CA that signs the controller's client certificates (required with TLS)")
+    p.add_argument("--insecure-listen", action="store_true",
+                   help="allow --listen on a non-loopback address without TLS")
+    p.add_argument("--overcommit-ratio", type=float, default=float(_env("OVERCOMMIT_RATIO", "4.0")))
+    p.add_argument("--target-id", default=_env("ID") or gethostname())
+    p.add_argument("--topology", action="append", default=[], metavar="KEY=VALUE",
+                   help="this target's topology segment (repeatable)")
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
+    ns = parser().parse_args(argv)
+    topology: dict[str, str] = {}
+    for item in ns.topology:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InvalidArgument(f"--topology {item!r}: expected KEY=VALUE")
+        topology[key] = value
+    return AgentSettings(
+        backend=ns.backend, vg=ns.vg, pool=ns.pool, state_dir=ns.state_dir,
+        portals=tuple(ns.portals or ("127.0.0.1:4420",)),
+        socket=Path(ns.socket) if ns.socket else None, listen=ns.listen,
+        tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_client_ca=ns.tls_client_ca,
+        insecure_listen=ns.insecure_listen, overcommit_ratio=ns.overcommit_ratio,
+        target_id=ns.target_id, topology=topology, log_level=ns.log_level,
+    ).validate()

@@ -1,0 +1,192 @@
+"""An in-memory Backend for fast unit tests, with the kernel backend's semantics.
+
+It is held to the same contract suite (tests/contract) that KernelBackend passes on
+the real kernel in the lab, which is what keeps it honest.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from nvme_target import naming, validate
+from nvme_target.backend import Backend
+from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
+
+EXTENT = 4 << 20
+
+
+class MemoryBackend(Backend):
+    def __init__(self, pool_bytes: int = 4 << 30, overcommit_ratio: float = 2.0,
+                 portals: tuple[Portal, ...] = (Portal("127.0.0.1", "4420"),)) -> None:
+        self.pool_bytes = pool_bytes
+        self.overcommit_ratio = overcommit_ratio
+        self._portals = portals
+        self.volumes: dict[str, Volume] = {}
+        self.snapshots: dict[str, Snapshot] = {}
+        self.exports: dict[str, frozenset[str]] = {}
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- volumes
+    def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
+                      source: Source | None = None) -> Volume:
+        validate.name(name)
+        validate.size(size_bytes)
+        meta = validate.metadata(metadata)
+        vol_id = naming.volume_id(name)
+        size = -(-size_bytes // EXTENT) * EXTENT
+        with self._lock:
+            if vol_id in self.volumes:
+                have = self.volumes[vol_id]
+                if (have.size_bytes, dict(have.metadata), have.source) != (size, meta, source):
+                    raise AlreadyExists(f"volume {name!r} already exists with a different size, "
+                                        "metadata or source")
+                return have
+            if source is not None:
+                origin_size = self._source_size(source)
+                if size < origin_size:
+                    raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin_size} bytes)")
+            self._check_room(size)
+            vol = Volume(vol_id, name, size, meta, source)
+            self.volumes[vol_id] = vol
+            return vol
+
+    def get_volume(self, volume_id: str) -> Volume:
+        validate.volume_id(volume_id)
+        try:
+            return self.volumes[volume_id]
+        except KeyError:
+            raise NotFound(f"volume {volume_id} not found") from None
+
+    def find_volume(self, name: str) -> Volume | None:
+        validate.name(name)
+        return self.volumes.get(naming.volume_id(name))
+
+    def list_volumes(self) -> list[Volume]:
+        return sorted(self.volumes.values(), key=lambda v: v.id)
+
+    def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
+        with self._lock:
+            if volume_id in self.exports:
+                if not unexport:
+                    raise InUse(f"volume {volume_id} is exported; unexport it first")
+                del self.exports[volume_id]
+            self.volumes.pop(volume_id, None)
+
+    def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
+        validate.size(size_bytes)
+        with self._lock:
+            vol = self.get_volume(volume_id)
+            size = -(-size_bytes // EXTENT) * EXTENT
+            if size < vol.size_bytes:
+                raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
+                                      f"({vol.size_bytes} bytes): volumes only grow")
+            if size > vol.size_bytes:
+                self._check_room(size - vol.size_bytes)
+                vol = replace(vol, size_bytes=size)
+                self.volumes[volume_id] = vol
+            return vol
+
+    # --------------------------------------------------------------- snapshots
+    def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
+        validate.name(name)
+        snap_id = naming.snapshot_id(name)
+        with self._lock:
+            if snap_id in self.snapshots:
+                have = self.snapshots[snap_id]
+                if have.source_volume_id != source_volume_id:
+                    raise AlreadyExists(f"snapshot {name!r} already exists for another source")
+                return have
+            validate.volume_id(source_volume_id)
+            if source_volume_id not in self.volumes:
+                raise NotFound(f"source volume {source_volume_id} not found")
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            snap = Snapshot(snap_id, name, source_volume_id, self.volumes[source_volume_id].size_bytes, now)
+            self.snapshots[snap_id] = snap
+            return snap
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot:
+        validate.snapshot_id(snapshot_id)
+        try:
+            return self.snapshots[snapshot_id]
+        except KeyError:
+            raise NotFound(f"snapshot {snapshot_id} not found") from None
+
+    def find_snapshot(self, name: str) -> Snapshot | None:
+        validate.name(name)
+        return self.snapshots.get(naming.snapshot_id(name))
+
+    def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
+        return sorted((s for s in self.snapshots.values()
+                       if source_volume_id in (None, s.source_volume_id)), key=lambda s: s.id)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.snapshots.pop(snapshot_id, None)
+
+    # ---------------------------------------------------------------- capacity
+    def capacity(self) -> Capacity:
+        provisioned = sum(v.size_bytes for v in self.volumes.values())
+        limit = int(self.pool_bytes * self.overcommit_ratio)
+        return Capacity(self.pool_bytes, 0, provisioned, max(0, limit - provisioned), 0.0, 0.0,
+                        self.overcommit_ratio)
+
+    # ----------------------------------------------------------------- exports
+    def portals(self) -> tuple[Portal, ...]:
+        return self._portals
+
+    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
+        wanted = frozenset(validate.host_nqn(h) for h in hosts)
+        with self._lock:
+            self.get_volume(volume_id)
+            self.exports[volume_id] = wanted
+            return self._describe(volume_id)
+
+    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+        validate.host_nqn(host_nqn)
+        with self._lock:
+            self.get_volume(volume_id)
+            self.exports[volume_id] = self.exports.get(volume_id, frozenset()) | {host_nqn}
+            return self._describe(volume_id)
+
+    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
+        with self._lock:
+            if volume_id not in self.exports:
+                return None
+            self.exports[volume_id] = self.exports[volume_id] - {host_nqn}
+            return self._describe(volume_id)
+
+    def unexport_volume(self, volume_id: str) -> None:
+        self.exports.pop(volume_id, None)
+
+    def get_export(self, volume_id: str) -> Export | None:
+        return self._describe(volume_id) if volume_id in self.exports else None
+
+    def list_exports(self) -> list[Export]:
+        return [self._describe(v) for v in sorted(self.exports)]
+
+    def health(self) -> Health:
+        return Health(ready=True)
+
+    # ---------------------------------------------------------------- internals
+    def _source_size(self, source: Source) -> int:
+        table = self.snapshots if source.kind == "snapshot" else self.volumes
+        check = validate.snapshot_id if source.kind == "snapshot" else validate.volume_id
+        check(source.id)
+        if source.id not in table:
+            raise NotFound(f"source {source.kind} {source.id} not found")
+        return table[source.id].size_bytes
+
+    def _check_room(self, extra: int) -> None:
+        provisioned = sum(v.size_bytes for v in self.volumes.values())
+        limit = int(self.pool_bytes * self.overcommit_ratio)
+        if provisioned + extra > limit:
+            raise NoSpace(f"{extra} more bytes exceed the thin pool's overcommit limit "
+                          f"({provisioned} of {limit} bytes provisioned)")
+
+    def _describe(self, volume_id: str) -> Export:
+        return Export(volume_id, naming.subsystem_nqn(volume_id), naming.namespace_uuid(volume_id),
+                      naming.namespace_nguid(volume_id), naming.serial(volume_id), self._portals,
+                      self.exports[volume_id])

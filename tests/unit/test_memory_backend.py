@@ -1,0 +1,12 @@
+"""The in-memory fake holds to the Backend contract (as KernelBackend does in the lab)."""
+
+import pytest
+
+from tests.contract.backend_contract import BackendContract
+from tests.fakes.memory_backend import MemoryBackend
+
+
+class TestMemoryBackend(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return MemoryBackend()

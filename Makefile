@@ -8,7 +8,7 @@ LAB_CACHE ?= $(CURDIR)/.lab
 LAB_RUNS  := $(LAB_CACHE)/runs
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help setup deps lab unit lab-test test smoke proto clean
+.PHONY: help setup deps lab unit lab-test test smoke proto lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -49,6 +49,9 @@ smoke: lab ## the lab smoke run: a real kernel exporting a thin LV over NVMe/TCP
 
 proto: setup ## regenerate the committed gRPC stubs from proto/
 	cd proto && ../$(PY) -m sluice_proto._generate
+
+lint: setup ## static checks (ruff)
+	$(PY) -m ruff check csi_driver nvme_target sluice_common lab tests proto/sluice_proto/_generate.py
 
 clean: ## remove the virtualenv and the lab cache
 	rm -rf $(VENV) $(LAB_CACHE)

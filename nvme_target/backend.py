@@ -8,7 +8,7 @@ are the typed errors of sluice_common.errors, never bare exceptions.
 from __future__ import annotations
 
 import abc
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import structlog
 
@@ -32,10 +32,10 @@ log = structlog.get_logger(__name__)
 class KernelBackend(Backend):
     def __init__(self, vg: str, pool: str, portals: tuple[Portal, ...], state_dir: Path,
                  overcommit_ratio: float = 4.0, full_percent: float = 95.0,
-                 nvmet: Nvmet | None = None) -> None:
+                 nvmet: Nvmet | None = None, pvs: tuple[str, ...] = ()) -> None:
         if overcommit_ratio <= 0:
             raise InvalidArgument("overcommit_ratio must be positive")
-        self.lvm = Lvm(vg, pool)
+        self.lvm = Lvm(vg, pool, pvs)
         self.nvmet = nvmet or Nvmet()
         self.exporter = NvmetExporter(self.nvmet, ExportStore(state_dir / "exports.json"),
                                       portals, self.lvm.path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Sequence
+from datetime import datetime, UTC
+from collections.abc import Sequence
 
 from sluice_common import runner
 from sluice_common.errors import Unavailable
@@ -44,7 +44,7 @@ def _time(value: str) -> datetime:
     try:
         return datetime.strptime(value, "%Y-%m-%d %H:%M:%S %z")
     except (TypeError, ValueError):
-        return datetime.fromtimestamp(0, timezone.utc)
+        return datetime.fromtimestamp(0, UTC)
 
 
 def _record(row: dict) -> LogicalVolume:
@@ -62,18 +62,28 @@ def _record(row: dict) -> LogicalVolume:
 
 
 class Lvm:
-    """One volume group and one thin pool in it."""
+    """One volume group and one thin pool in it.
 
-    def __init__(self, vg: str, pool: str) -> None:
+    `devices` (the VG's PVs) limits what every LVM command scans. A storage node that
+    also attaches NVMe/TCP volumes (hyperconverged, or the lab) must set it: a scan that
+    touches a namespace whose controller is reconnecting blocks until ctrl_loss_tmo.
+    """
+
+    def __init__(self, vg: str, pool: str, devices: Sequence[str] = ()) -> None:
         self.vg = vg
         self.pool = pool
+        self.devices = tuple(devices)
+
+    def _lvm(self, command: str, *args: str) -> list[str]:
+        scope = ["--devices", ",".join(self.devices)] if self.devices else []
+        return [command, *scope, *args]
 
     def path(self, lv: str) -> str:
         return f"/dev/{self.vg}/{lv}"
 
     def report(self) -> dict[str, LogicalVolume]:
         """Every LV of the volume group, by name. Unavailable when the VG is missing."""
-        result = runner.run(["lvs", "--reportformat", "json", *UNITS, "-o", LV_FIELDS, self.vg],
+        result = runner.run(self._lvm("lvs", "--reportformat", "json", *UNITS, "-o", LV_FIELDS, self.vg),
                             check=False)
         if result.returncode != 0:
             raise Unavailable(f"volume group {self.vg} is not available", exit_code=result.returncode)
@@ -81,23 +91,24 @@ class Lvm:
         return {row["lv_name"]: _record(row) for row in rows}
 
     def create_thin(self, name: str, size: int, tags: Sequence[str]) -> None:
-        runner.run(["lvcreate", "-q", "-V", f"{size}b", "-T", f"{self.vg}/{self.pool}", "-n", name,
-                    "-kn", *_addtags(tags)])
+        runner.run(self._lvm("lvcreate", "-q", "-V", f"{size}b", "-T", f"{self.vg}/{self.pool}",
+                             "-n", name, "-kn", *_addtags(tags)))
 
     def snapshot(self, origin: str, name: str, tags: Sequence[str], *, writable: bool) -> None:
         """A thin snapshot of `origin`: read-only and inactive (a snapshot), or writable
         and active (a clone)."""
         mode = ["-prw", "-kn", "-ay"] if writable else ["-pr", "-ky", "-an"]
-        runner.run(["lvcreate", "-q", "-s", f"{self.vg}/{origin}", "-n", name, *mode, *_addtags(tags)])
+        runner.run(self._lvm("lvcreate", "-q", "-s", f"{self.vg}/{origin}", "-n", name, *mode,
+                             *_addtags(tags)))
 
     def extend(self, name: str, size: int) -> None:
-        runner.run(["lvextend", "-q", "-L", f"{size}b", f"{self.vg}/{name}"])
+        runner.run(self._lvm("lvextend", "-q", "-L", f"{size}b", f"{self.vg}/{name}"))
 
     def remove(self, name: str) -> None:
-        runner.run(["lvremove", "-q", "-y", f"{self.vg}/{name}"])
+        runner.run(self._lvm("lvremove", "-q", "-y", f"{self.vg}/{name}"))
 
     def activate(self, name: str) -> None:
-        runner.run(["lvchange", "-q", "-ay", "-K", f"{self.vg}/{name}"])
+        runner.run(self._lvm("lvchange", "-q", "-ay", "-K", f"{self.vg}/{name}"))
 
 
 def _addtags(tags: Sequence[str]) -> list[str]:

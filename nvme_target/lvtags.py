@@ -11,7 +11,7 @@ Tags use only [A-Za-z0-9._-]; free text (the CSI name, metadata) is hex-encoded:
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from nvme_target.lvm import LogicalVolume
 from nvme_target.model import Snapshot, Source, Volume

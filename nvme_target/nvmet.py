@@ -117,7 +117,7 @@ class Subsystem(_Node):
     def disallow_host(self, nqn: str) -> None:
         _unlink(self.path / "allowed_hosts" / nqn)
 
-    def delete(self, ports: list["Port"]) -> None:
+    def delete(self, ports: list[Port]) -> None:
         """Unlink from `ports`, drop namespaces and host links, remove the subsystem."""
         if not self.path.is_dir():
             return

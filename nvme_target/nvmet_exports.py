@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import structlog
 

@@ -8,7 +8,7 @@ import os
 from socket import gethostname
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from nvme_target import portals
 from sluice_common.errors import InvalidArgument
@@ -19,6 +19,7 @@ class AgentSettings:
     backend: str = "kernel"
     vg: str = "sluice"
     pool: str = "pool"
+    pvs: tuple[str, ...] = ()
     state_dir: Path = Path("/var/lib/sluice/target")
     portals: tuple[str, ...] = ("127.0.0.1:4420",)
     socket: Path | None = Path("/run/sluice/target.sock")
@@ -36,7 +37,7 @@ class AgentSettings:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
-    def validate(self) -> "AgentSettings":
+    def validate(self) -> AgentSettings:
         if self.backend != "kernel":
             raise InvalidArgument(f"--backend {self.backend!r} is not available (kernel)")
         if not self.portals:
@@ -68,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=_env("BACKEND", "kernel"), choices=["kernel"])
     p.add_argument("--vg", default=_env("VG", d["vg"].default), help="LVM volume group")
     p.add_argument("--pool", default=_env("POOL", d["pool"].default), help="thin pool LV in the VG")
+    p.add_argument("--pv", action="append", dest="pvs", metavar="DEVICE",
+                   default=[d for d in (_env("PVS") or "").split(",") if d],
+                   help="a physical volume of the VG (repeatable). LVM then scans only these: set it "
+                        "on a node that also attaches NVMe/TCP volumes")
     p.add_argument("--state-dir", type=Path, default=Path(_env("STATE_DIR", str(d["state_dir"].default))))
     p.add_argument("--portal", action="append", dest="portals", metavar="ADDR|IFACE[:PORT]",
                    help="NVMe/TCP listen address or interface name (repeatable; default 127.0.0.1:4420)")
@@ -97,9 +102,9 @@ def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
             raise InvalidArgument(f"--topology {item!r}: expected KEY=VALUE")
         topology[key] = value
     return AgentSettings(
-        backend=ns.backend, vg=ns.vg, pool=ns.pool, state_dir=ns.state_dir,
+        backend=ns.backend, vg=ns.vg, pool=ns.pool, pvs=tuple(ns.pvs), state_dir=ns.state_dir,
         portals=tuple(ns.portals or ("127.0.0.1:4420",)),
-        socket=Path(ns.socket) if ns.socket else None, listen=ns.listen,
+        socket=Path(ns.socket) if ns.socket else None, listen=ns.listen or None,
         tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_client_ca=ns.tls_client_ca,
         insecure_listen=ns.insecure_listen, overcommit_ratio=ns.overcommit_ratio,
         target_id=ns.target_id, topology=topology, log_level=ns.log_level,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from nvme_target import naming
 from sluice_common.errors import InvalidArgument, NotFound

@@ -7,7 +7,8 @@ optional structured `details` (for example the numeric code a backend returned).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 
 class SluiceError(Exception):

@@ -11,7 +11,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import structlog
 

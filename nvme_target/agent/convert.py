@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, TargetInfo, Volume
 from sluice_proto import target_pb2 as pb
@@ -41,7 +41,7 @@ def snapshot_pb(s: Snapshot) -> pb.Snapshot:
 
 
 def snapshot(m: pb.Snapshot) -> Snapshot:
-    created = datetime.fromtimestamp(m.created_at_unix_ns / 1e9, timezone.utc)
+    created = datetime.fromtimestamp(m.created_at_unix_ns / 1e9, UTC)
     return Snapshot(id=m.id, name=m.name, source_volume_id=m.source_volume_id,
                     size_bytes=m.size_bytes, created_at=created, ready=m.ready)
 

@@ -27,8 +27,11 @@ KERNEL_MODULES = ("nvmet", "nvmet-tcp", "dm-thin-pool")
 
 def build_backend(settings: AgentSettings) -> KernelBackend:
     resolved = tuple(portals.parse(spec) for spec in settings.portals)
+    if not settings.pvs:
+        log.warning("no --pv given: LVM scans every block device, including attached NVMe/TCP "
+                    "namespaces, which can block while a controller reconnects")
     return KernelBackend(settings.vg, settings.pool, resolved, settings.state_dir,
-                         overcommit_ratio=settings.overcommit_ratio)
+                         overcommit_ratio=settings.overcommit_ratio, pvs=settings.pvs)
 
 
 def load_kernel_modules() -> None:

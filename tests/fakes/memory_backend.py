@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from datetime import datetime, UTC
+from collections.abc import Iterable, Mapping
 
 from nvme_target import naming, validate
 from nvme_target.backend import Backend
@@ -103,7 +103,7 @@ class MemoryBackend(Backend):
             validate.volume_id(source_volume_id)
             if source_volume_id not in self.volumes:
                 raise NotFound(f"source volume {source_volume_id} not found")
-            now = datetime.now(timezone.utc).replace(microsecond=0)
+            now = datetime.now(UTC).replace(microsecond=0)
             snap = Snapshot(snap_id, name, source_volume_id, self.volumes[source_volume_id].size_bytes, now)
             self.snapshots[snap_id] = snap
             return snap

@@ -6,7 +6,7 @@ import pytest
 
 from nvme_target.kernel_backend import KernelBackend
 from nvme_target.model import Portal
-from tests.lab.kernel import lvs_json, port_links, sh, sluice_subsystems
+from tests.lab.kernel import lvm, lvs_json, port_links, sh, sluice_subsystems
 
 SCRATCH_DISK = "/dev/vda"  # blank sparse disk attached by lab/vm.py for every run
 LAB_VG = "labvg"
@@ -22,18 +22,18 @@ def kernel_modules() -> None:
 def thin_pool(kernel_modules) -> tuple[str, str]:
     """A volume group on the scratch disk with a 12 GiB thin pool: (vg, pool)."""
     sh("wipefs", "-a", SCRATCH_DISK)
-    sh("pvcreate", "-q", SCRATCH_DISK)
-    sh("vgcreate", "-q", LAB_VG, SCRATCH_DISK)
-    sh("lvcreate", "-q", "--type", "thin-pool", "-L", "12G", "-n", LAB_POOL, LAB_VG)
+    lvm("pvcreate", "-q", SCRATCH_DISK)
+    lvm("vgcreate", "-q", LAB_VG, SCRATCH_DISK)
+    lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "12G", "-n", LAB_POOL, LAB_VG)
     yield LAB_VG, LAB_POOL
-    sh("vgremove", "-q", "-f", LAB_VG, check=False)
-    sh("pvremove", "-q", "-f", SCRATCH_DISK, check=False)
+    lvm("vgremove", "-q", "-f", LAB_VG, check=False)
+    lvm("pvremove", "-q", "-f", SCRATCH_DISK, check=False)
 
 
 def remove_sluice_lvs(vg: str, pool: str) -> None:
     for lv in lvs_json(vg):
         if lv["lv_name"] != pool:
-            sh("lvremove", "-q", "-y", f"{vg}/{lv['lv_name']}")
+            lvm("lvremove", "-q", "-y", f"{vg}/{lv['lv_name']}")
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def kernel_backend(thin_pool, tmp_path):
     nothing after the test (exports, then LVs) and checked for leaks."""
     vg, pool = thin_pool
     backend = KernelBackend(vg, pool, (Portal("127.0.0.1", "4420"),), tmp_path / "state",
-                            overcommit_ratio=2.0)
+                            overcommit_ratio=2.0, pvs=(SCRATCH_DISK,))
     yield backend
     for export in backend.list_exports():
         backend.unexport_volume(export.volume_id)

@@ -12,7 +12,8 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 T = TypeVar("T")
 NVMET = Path("/sys/kernel/config/nvmet")
@@ -40,8 +41,14 @@ def new_host_nqn() -> str:
     return f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid4()}"
 
 
+def lvm(command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """An LVM command that scans only the lab scratch disk, never attached NVMe/TCP
+    namespaces (a scan of a reconnecting one blocks; see nvme_target.lvm)."""
+    return sh(command, "--devices", "/dev/vda", *args, check=check)
+
+
 def lvs_json(vg: str) -> list[dict]:
-    out = sh("lvs", "--reportformat", "json", "-o", "lv_name,segtype,lv_size,pool_lv", "--units", "b", vg)
+    out = lvm("lvs", "--reportformat", "json", "-o", "lv_name,segtype,lv_size,pool_lv", "--units", "b", vg)
     return json.loads(out.stdout)["report"][0]["lv"]
 
 
@@ -150,3 +157,20 @@ def wipe_configfs() -> None:
         sub.rmdir()
     for host in (NVMET / "hosts").iterdir():
         host.rmdir()
+
+
+def connect(export, host_nqn: str, extra: str = "") -> tuple[str, str]:
+    """Attach an Export (nvme_target.model.Export) as `host_nqn`: (controller, /dev path)."""
+    portal = export.portals[0]
+    options = (f"transport=tcp,traddr={portal.traddr},trsvcid={portal.trsvcid},"
+               f"nqn={export.subsystem_nqn},hostnqn={host_nqn}")
+    ctrl = fabrics_connect(options + ("," + extra if extra else ""))
+    disk = wait_for(lambda: block_device_with_uuid(export.namespace_uuid), 30, "namespace by UUID")
+    return ctrl, f"/dev/{disk}"
+
+
+def disconnect(export) -> None:
+    sh("udevadm", "settle")
+    for ctrl in controllers_for(export.subsystem_nqn):
+        delete_controller(ctrl)
+    wait_for(lambda: not controllers_for(export.subsystem_nqn), 30, "controller removal")

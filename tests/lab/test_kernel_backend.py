@@ -13,8 +13,8 @@ import pytest
 from nvme_target.model import Source
 from tests.contract.backend_contract import BackendContract
 from tests.lab.kernel import (
-    NVMET, block_device_with_uuid, controllers_for, delete_controller, fabrics_connect, lvs_json,
-    new_host_nqn, read_block, sh, wait_for, write_block,
+    NVMET, connect, controllers_for, disconnect, lvm, lvs_json, new_host_nqn, read_block, wait_for,
+    write_block,
 )
 
 pytestmark = pytest.mark.lab
@@ -25,21 +25,6 @@ class TestKernelBackendContract(BackendContract):
     @pytest.fixture
     def backend(self, kernel_backend):
         return kernel_backend
-
-
-def connect(export, host_nqn: str) -> tuple[str, str]:
-    portal = export.portals[0]
-    ctrl = fabrics_connect(f"transport=tcp,traddr={portal.traddr},trsvcid={portal.trsvcid},"
-                           f"nqn={export.subsystem_nqn},hostnqn={host_nqn}")
-    disk = wait_for(lambda: block_device_with_uuid(export.namespace_uuid), 30, "namespace by UUID")
-    return ctrl, f"/dev/{disk}"
-
-
-def disconnect(export) -> None:
-    sh("udevadm", "settle")
-    for ctrl in controllers_for(export.subsystem_nqn):
-        delete_controller(ctrl)
-    wait_for(lambda: not controllers_for(export.subsystem_nqn), 30, "controller removal")
 
 
 def test_lv_tags_hold_the_record(kernel_backend):
@@ -56,7 +41,7 @@ def test_lv_tags_hold_the_record(kernel_backend):
 def test_snapshot_is_read_only_and_inactive(kernel_backend):
     vol = kernel_backend.create_volume("pvc-ro", 16 * MiB)
     snap = kernel_backend.create_snapshot("snap-ro", vol.id)
-    attr = sh("lvs", "--noheadings", "-o", "lv_attr", f"{kernel_backend.lvm.vg}/{snap.id}").stdout.strip()
+    attr = lvm("lvs", "--noheadings", "-o", "lv_attr", f"{kernel_backend.lvm.vg}/{snap.id}").stdout.strip()
     assert attr[1] == "r", f"snapshot permission should be read-only: {attr}"
     assert attr[4] != "a", f"snapshot should stay inactive: {attr}"
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.lab.kernel import (
     NVMET, block_device_with_uuid, controllers_for, delete_controller, fabrics_connect,
-    fio_json, lvs_json, new_host_nqn, sh, wait_for,
+    fio_json, lvm, lvs_json, new_host_nqn, sh, wait_for,
 )
 
 pytestmark = pytest.mark.lab
@@ -47,7 +47,7 @@ def test_kernel_modules_load(kernel_modules):
 
 def test_thin_pool_and_thin_lv(thin_pool):
     vg, pool = thin_pool
-    sh("lvcreate", "-q", "-V", "1G", "-T", f"{vg}/{pool}", "-n", "smoke-lv")
+    lvm("lvcreate", "-q", "-V", "1G", "-T", f"{vg}/{pool}", "-n", "smoke-lv")
     try:
         lvs = {lv["lv_name"]: lv for lv in lvs_json(vg)}
         assert lvs[pool]["segtype"] == "thin-pool"
@@ -56,14 +56,14 @@ def test_thin_pool_and_thin_lv(thin_pool):
         assert lvs["smoke-lv"]["lv_size"] == f"{1 << 30}B"
         assert "thin-pool" in sh("dmsetup", "table").stdout
     finally:
-        sh("lvremove", "-q", "-y", f"{vg}/smoke-lv")
+        lvm("lvremove", "-q", "-y", f"{vg}/smoke-lv")
 
 
 @pytest.fixture(scope="module")
 def export(thin_pool):
     """A 2 GiB thin LV exported over NVMe/TCP to exactly one host NQN."""
     vg, pool = thin_pool
-    sh("lvcreate", "-q", "-V", "2G", "-T", f"{vg}/{pool}", "-n", "smoke-export")
+    lvm("lvcreate", "-q", "-V", "2G", "-T", f"{vg}/{pool}", "-n", "smoke-export")
     ex = Export(subnqn="nqn.2026-11.dev.sluice:lab-smoke", host_nqn=new_host_nqn(),
                 ns_uuid=str(uuid.uuid4()), device_path=f"/dev/{vg}/smoke-export")
     sub, host, port = NVMET / "subsystems" / ex.subnqn, NVMET / "hosts" / ex.host_nqn, NVMET / "ports" / PORT_ID
@@ -91,7 +91,7 @@ def export(thin_pool):
     (sub / "allowed_hosts" / ex.host_nqn).unlink()
     sub.rmdir()
     host.rmdir()
-    sh("lvremove", "-q", "-y", f"{vg}/smoke-export")
+    lvm("lvremove", "-q", "-y", f"{vg}/smoke-export")
 
 
 @pytest.fixture

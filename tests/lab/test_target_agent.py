@@ -1,0 +1,141 @@
+"""The target agent as it runs in production (`python -m nvme_target`, a separate
+process) on the real kernel: survives a crash plus a configfs wipe, and stays exact
+under parallel calls."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from nvme_target.agent.client import AgentClient
+from tests.lab.kernel import (
+    NVMET, connect, disconnect, lvs_json, new_host_nqn, port_links, read_block, sluice_subsystems,
+    wait_for, wait_live, wipe_configfs, write_block,
+)
+
+pytestmark = pytest.mark.lab
+MiB = 1 << 20
+
+
+class AgentProcess:
+    def __init__(self, workdir: Path, vg: str, pool: str) -> None:
+        self.socket = workdir / "agent.sock"
+        self.log = workdir / "agent.log"
+        self.argv = [sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", "/dev/vda",
+                     "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
+                     "--portal", "lo:4420", "--target-id", "lab-target",
+                     "--topology", "csi.sluice.dev/zone=lab", "--overcommit-ratio", "2"]
+        self.proc: subprocess.Popen | None = None
+        self.client = AgentClient(f"unix:{self.socket}", timeout=300)
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
+        try:
+            wait_for(self._ready, 90, "the agent to serve")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; agent log: {self.log.read_text()[-2000:]}") from None
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return self.client.health().ready
+        except Exception:
+            return False
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def agent(thin_pool, tmp_path):
+    vg, pool = thin_pool
+    proc = AgentProcess(tmp_path, vg, pool)
+    proc.start()
+    yield proc
+    for export in proc.client.list_exports():
+        disconnect(export)
+        proc.client.unexport_volume(export.volume_id)
+    for vol in proc.client.list_volumes():
+        proc.client.delete_volume(vol.id)
+    for snap in proc.client.list_snapshots():
+        proc.client.delete_snapshot(snap.id)
+    proc.stop()
+    proc.client.close()
+
+
+def test_agent_reports_itself(agent):
+    info = agent.client.info()
+    assert info.target_id == "lab-target"
+    assert info.topology == {"csi.sluice.dev/zone": "lab"}
+    assert [(p.traddr, p.trsvcid) for p in info.portals] == [("127.0.0.1", "4420")], "lo resolved"
+    assert agent.client.health().ready
+
+
+def test_crash_and_configfs_wipe_restore_every_export(agent):
+    host = new_host_nqn()
+    client = agent.client
+    vol = client.create_volume("pvc-restart", 64 * MiB)
+    export = client.export_volume(vol.id, [host])
+    ctrl, device = connect(export, host, extra="ctrl_loss_tmo=120,reconnect_delay=1")
+    pattern = os.urandom(4 * MiB)
+    write_block(device, pattern)
+
+    agent.kill()
+    wipe_configfs()  # what a reboot of the storage node does to nvmet
+    assert sluice_subsystems() == []
+    agent.start()    # restores the saved exports before it serves
+
+    assert client.get_export(vol.id).hosts == {host}
+    sub = NVMET / "subsystems" / export.subsystem_nqn
+    assert [p.name for p in (sub / "allowed_hosts").iterdir()] == [host]
+    wait_live(ctrl, 90)  # the initiator reconnects on its own within ctrl_loss_tmo
+    assert hashlib.sha256(read_block(device, len(pattern))).digest() == hashlib.sha256(pattern).digest()
+
+
+def test_parallel_creates_of_one_name_make_one_lv(agent, thin_pool):
+    vg, pool = thin_pool
+    client = agent.client
+    with ThreadPoolExecutor(20) as pool_exec:
+        volumes = list(pool_exec.map(lambda _: client.create_volume("pvc-race", 64 * MiB), range(20)))
+    assert len({v.id for v in volumes}) == 1
+    lvs = [lv["lv_name"] for lv in lvs_json(vg) if lv["lv_name"] != pool]
+    assert lvs == [volumes[0].id]
+    with ThreadPoolExecutor(20) as pool_exec:
+        list(pool_exec.map(lambda _: client.delete_volume(volumes[0].id), range(20)))
+    assert [lv["lv_name"] for lv in lvs_json(vg) if lv["lv_name"] != pool] == []
+
+
+def test_parallel_create_export_delete_leaks_nothing(agent, thin_pool):
+    vg, pool = thin_pool
+    client = agent.client
+    host = new_host_nqn()
+
+    def provision(i: int) -> str:
+        vol = client.create_volume(f"pvc-par-{i}", 32 * MiB)
+        client.export_volume(vol.id, [host])
+        return vol.id
+
+    with ThreadPoolExecutor(10) as pool_exec:
+        ids = list(pool_exec.map(provision, range(10)))
+    assert len(sluice_subsystems()) == 10
+    with ThreadPoolExecutor(10) as pool_exec:
+        list(pool_exec.map(lambda vid: client.delete_volume(vid, unexport=True), ids + ids))
+    assert [lv["lv_name"] for lv in lvs_json(vg) if lv["lv_name"] != pool] == []
+    assert sluice_subsystems() == [] and port_links() == []
+    assert not (NVMET / "hosts" / host).exists()

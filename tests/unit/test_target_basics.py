@@ -4,7 +4,7 @@ portal specs, agent settings."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -66,7 +66,7 @@ def test_bad_host_nqns(nqn):
 def lv(name: str, tags: list[str], size: int = 8 << 20) -> LogicalVolume:
     return LogicalVolume(name=name, size=size, tags=tuple(tags), segtype="thin", pool="pool", origin="",
                          data_percent=0.0, metadata_percent=0.0, metadata_size=0,
-                         created_at=datetime(2026, 11, 24, tzinfo=timezone.utc), active=True, extent_size=4 << 20)
+                         created_at=datetime(2026, 11, 24, tzinfo=UTC), active=True, extent_size=4 << 20)
 
 
 def test_lv_tags_round_trip_a_volume():

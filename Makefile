@@ -8,7 +8,7 @@ LAB_CACHE ?= $(CURDIR)/.lab
 LAB_RUNS  := $(LAB_CACHE)/runs
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help setup deps lab unit lab-test test smoke proto lint clean
+.PHONY: help setup deps lab unit lab-test test smoke bench proto lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -47,11 +47,15 @@ smoke: lab ## the lab smoke run: a real kernel exporting a thin LV over NVMe/TCP
 	$(PY) lab/vm.py --out $(LAB_RUNS)/smoke -- \
 	  $(PY) -m pytest -m lab -p no:cacheprovider -v --junitxml=$(LAB_RUNS)/smoke/junit.xml tests/lab/test_smoke.py
 
+bench: lab ## benchmarks in the lab VM, each printing ratios measured side by side
+	@rm -rf $(LAB_RUNS)/bench
+	$(PY) lab/vm.py --out $(LAB_RUNS)/bench -- $(PY) bench/target_create_export.py
+
 proto: setup ## regenerate the committed gRPC stubs from proto/
 	cd proto && ../$(PY) -m sluice_proto._generate
 
 lint: setup ## static checks (ruff)
-	$(PY) -m ruff check csi_driver nvme_target sluice_common lab tests proto/sluice_proto/_generate.py
+	$(PY) -m ruff check csi_driver nvme_target sluice_common lab tests bench proto/sluice_proto/_generate.py
 
 clean: ## remove the virtualenv and the lab cache
 	rm -rf $(VENV) $(LAB_CACHE)

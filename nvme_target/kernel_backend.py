@@ -10,6 +10,7 @@ parallel creates of one name make one LV, and the overcommit check cannot race).
 from __future__ import annotations
 
 import threading
+from datetime import datetime, UTC
 from pathlib import Path
 from collections.abc import Iterable, Mapping
 
@@ -18,12 +19,13 @@ import structlog
 from nvme_target import lvtags, naming, validate
 from nvme_target.backend import Backend
 from nvme_target.exports import ExportStore
+from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
 from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
 from nvme_target.nvmet_exports import NvmetExporter
 from sluice_common.errors import (
-    AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
+    AlreadyExists, BackendFailure, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
 )
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,7 @@ class KernelBackend(Backend):
         if overcommit_ratio <= 0:
             raise InvalidArgument("overcommit_ratio must be positive")
         self.lvm = Lvm(vg, pool, pvs)
+        self.view = LvView(self.lvm)
         self.nvmet = nvmet or Nvmet()
         self.exporter = NvmetExporter(self.nvmet, ExportStore(state_dir / "exports.json"),
                                       portals, self.lvm.path)
@@ -51,18 +54,26 @@ class KernelBackend(Backend):
         meta = validate.metadata(metadata)
         vol_id = naming.volume_id(name)
         with self._lvm_lock:
-            lvs = self.lvm.report()
+            lvs = self.view.current()
             pool = self._pool(lvs)
             size = _round_up(size_bytes, pool.extent_size)
             if vol_id in lvs:
                 return self._same_volume(lvs[vol_id], name, size, meta, source)
+            if source is not None:
+                lvs = self.view.fresh()  # clones are rare: check the source against LVM itself
             origin = self._source_lv(lvs, source) if source else None
             if origin is not None and size < origin.size:
                 raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin.size} bytes)")
             self._check_room(lvs, pool, size)
             tags = lvtags.volume_tags(name, meta, source)
             if origin is None:
-                self.lvm.create_thin(vol_id, size, tags)
+                try:
+                    self._create_thin(vol_id, size, tags, pool)
+                except BackendFailure:
+                    existing = self.view.fresh().get(vol_id)  # made behind the view's back?
+                    if existing is None:
+                        raise
+                    return self._same_volume(existing, name, size, meta, source)
             else:
                 self._clone(origin, vol_id, size, tags)
         log.info("volume created", volume_id=vol_id, size_bytes=size, source=source)
@@ -70,18 +81,18 @@ class KernelBackend(Backend):
 
     def get_volume(self, volume_id: str) -> Volume:
         validate.volume_id(volume_id)
-        vol = lvtags.to_volume(self.lvm.report().get(volume_id))
+        vol = lvtags.to_volume(self.view.fresh().get(volume_id))
         if vol is None:
             raise NotFound(f"volume {volume_id} not found")
         return vol
 
     def find_volume(self, name: str) -> Volume | None:
         validate.name(name)
-        vol = lvtags.to_volume(self.lvm.report().get(naming.volume_id(name)))
+        vol = lvtags.to_volume(self.view.fresh().get(naming.volume_id(name)))
         return vol if vol is not None and vol.name == name else None
 
     def list_volumes(self) -> list[Volume]:
-        return sorted((v for v in map(lvtags.to_volume, self.lvm.report().values()) if v),
+        return sorted((v for v in map(lvtags.to_volume, self.view.fresh().values()) if v),
                       key=lambda v: v.id)
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
@@ -94,16 +105,17 @@ class KernelBackend(Backend):
                 raise InUse(f"volume {volume_id} is exported; unexport it first")
             self.exporter.unexport(volume_id)
         with self._lvm_lock:
-            if lvtags.to_volume(self.lvm.report().get(volume_id)) is None:
+            if lvtags.to_volume(self.view.fresh().get(volume_id)) is None:
                 return
             self.lvm.remove(volume_id)
+            self.view.removed(volume_id)
         log.info("volume deleted", volume_id=volume_id)
 
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
         validate.volume_id(volume_id)
         validate.size(size_bytes)
         with self._lvm_lock:
-            lvs = self.lvm.report()
+            lvs = self.view.fresh()
             current = lvtags.to_volume(lvs.get(volume_id))
             if current is None:
                 raise NotFound(f"volume {volume_id} not found")
@@ -116,6 +128,7 @@ class KernelBackend(Backend):
                 return current
             self._check_room(lvs, pool, size - current.size_bytes)
             self.lvm.extend(volume_id, size)
+            self.view.resized(volume_id, size)
         self.exporter.revalidate(volume_id)
         log.info("volume expanded", volume_id=volume_id, size_bytes=size)
         return Volume(current.id, current.name, size, current.metadata, current.source)
@@ -125,7 +138,7 @@ class KernelBackend(Backend):
         validate.name(name)
         snap_id = naming.snapshot_id(name)
         with self._lvm_lock:
-            lvs = self.lvm.report()
+            lvs = self.view.fresh()
             if snap_id in lvs:
                 existing = lvtags.to_snapshot(lvs[snap_id])
                 if existing is None or existing.name != name or existing.source_volume_id != source_volume_id:
@@ -136,24 +149,25 @@ class KernelBackend(Backend):
                 raise NotFound(f"source volume {source_volume_id} not found")
             self.lvm.snapshot(source_volume_id, snap_id, lvtags.snapshot_tags(name, source_volume_id),
                               writable=False)
-            created = lvtags.to_snapshot(self.lvm.report()[snap_id])
+            self.view.invalidate()
+            created = lvtags.to_snapshot(self.view.fresh()[snap_id])
         log.info("snapshot created", snapshot_id=snap_id, source_volume_id=source_volume_id)
         return created  # type: ignore[return-value]
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         validate.snapshot_id(snapshot_id)
-        snap = lvtags.to_snapshot(self.lvm.report().get(snapshot_id))
+        snap = lvtags.to_snapshot(self.view.fresh().get(snapshot_id))
         if snap is None:
             raise NotFound(f"snapshot {snapshot_id} not found")
         return snap
 
     def find_snapshot(self, name: str) -> Snapshot | None:
         validate.name(name)
-        snap = lvtags.to_snapshot(self.lvm.report().get(naming.snapshot_id(name)))
+        snap = lvtags.to_snapshot(self.view.fresh().get(naming.snapshot_id(name)))
         return snap if snap is not None and snap.name == name else None
 
     def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
-        snaps = (s for s in map(lvtags.to_snapshot, self.lvm.report().values()) if s)
+        snaps = (s for s in map(lvtags.to_snapshot, self.view.fresh().values()) if s)
         return sorted((s for s in snaps if source_volume_id in (None, s.source_volume_id)),
                       key=lambda s: s.id)
 
@@ -165,14 +179,15 @@ class KernelBackend(Backend):
         except NotFound:
             return
         with self._lvm_lock:
-            if lvtags.to_snapshot(self.lvm.report().get(snapshot_id)) is None:
+            if lvtags.to_snapshot(self.view.fresh().get(snapshot_id)) is None:
                 return
             self.lvm.remove(snapshot_id)
+            self.view.removed(snapshot_id)
         log.info("snapshot deleted", snapshot_id=snapshot_id)
 
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
-        lvs = self.lvm.report()
+        lvs = self.view.fresh()
         pool = self._pool(lvs)
         provisioned = _provisioned(lvs)
         limit = int(pool.size * self.overcommit_ratio)
@@ -218,7 +233,7 @@ class KernelBackend(Backend):
 
     # --------------------------------------------------------------- lifecycle
     def restore(self) -> None:
-        lvs = self.lvm.report()
+        lvs = self.view.fresh()
         for lv in lvs.values():
             if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
                 self.lvm.activate(lv.name)
@@ -227,7 +242,7 @@ class KernelBackend(Backend):
     def health(self) -> Health:
         problems: list[str] = []
         try:
-            self._pool(self.lvm.report())
+            self._pool(self.view.fresh())
         except SluiceError as exc:
             problems.append(str(exc))
         if not self.nvmet.available():
@@ -261,7 +276,19 @@ class KernelBackend(Backend):
             raise NotFound(f"source {source.kind} {source.id} not found")
         return lv
 
+    def _create_thin(self, vol_id: str, size: int, tags: list[str], pool: LogicalVolume) -> None:
+        try:
+            self.lvm.create_thin(vol_id, size, tags)
+        except BackendFailure:
+            self.view.invalidate()
+            raise
+        self.view.created(LogicalVolume(
+            name=vol_id, size=size, tags=tuple(tags), segtype="thin", pool=self.lvm.pool, origin="",
+            data_percent=0.0, metadata_percent=0.0, metadata_size=0,
+            created_at=datetime.now(UTC), active=True, extent_size=pool.extent_size))
+
     def _clone(self, origin: LogicalVolume, vol_id: str, size: int, tags: list[str]) -> None:
+        self.view.invalidate()
         self.lvm.snapshot(origin.name, vol_id, tags, writable=True)
         if size > origin.size:
             try:
@@ -281,7 +308,9 @@ class KernelBackend(Backend):
 
     def _ready_for_export(self, volume_id: str) -> None:
         validate.volume_id(volume_id)
-        lv = self.lvm.report().get(volume_id)
+        if Path(self.lvm.path(volume_id)).exists():
+            return  # the device node of an active LV with a volume id: nothing to check
+        lv = self.view.fresh().get(volume_id)
         if lv is None or lvtags.kind(lv) != "volume":
             raise NotFound(f"volume {volume_id} not found")
         if not lv.active:

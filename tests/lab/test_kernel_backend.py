@@ -97,3 +97,15 @@ def test_access_control_follows_the_host_list(kernel_backend):
         connect(export, allowed)
     assert controllers_for(export.subsystem_nqn) == []
     assert not (NVMET / "hosts" / allowed).exists(), "an unreferenced host entry is pruned"
+
+
+def test_create_finds_an_lv_made_behind_its_back(kernel_backend):
+    from nvme_target import lvtags, naming
+    kernel_backend.list_volumes()  # the agent's view is now seeded without the LV below
+    vol_id = naming.volume_id("pvc-behind")
+    tags = [arg for tag in lvtags.volume_tags("pvc-behind", {}, None) for arg in ("--addtag", tag)]
+    lvm("lvcreate", "-q", "-V", "8m", "-T", f"{kernel_backend.lvm.vg}/{kernel_backend.lvm.pool}",
+        "-n", vol_id, "-kn", *tags)
+    vol = kernel_backend.create_volume("pvc-behind", 8 * MiB)
+    assert vol.id == vol_id and vol.size_bytes == 8 * MiB
+    assert [v.id for v in kernel_backend.list_volumes()] == [vol_id]

@@ -1,0 +1,118 @@
+"""Create + export of one volume: through the target agent vs. the same steps by hand.
+
+Runs inside the lab VM (`make bench`). Each round times, side by side:
+  agent — AgentClient over the unix socket: CreateVolume, then ExportVolume to one host;
+  raw   — `lvcreate` of a thin LV, then the configfs writes for one subsystem with one
+          namespace, one allowed host and a port link (what the agent does, by hand).
+Rounds alternate the two so drift hits both. Prints the medians and agent/raw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nvme_target.agent.client import AgentClient  # noqa: E402
+from tests.lab.kernel import NVMET, lvm, new_host_nqn, sh, wait_for  # noqa: E402
+
+VG, POOL, DISK = "benchvg", "pool", "/dev/vda"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
+SIZE = "64m"
+PORT_ID = "7"
+
+
+def setup() -> None:
+    sh("modprobe", "-a", "nvmet", "nvmet-tcp", "nvme-tcp", "dm-thin-pool")
+    lvm("pvcreate", "-q", DISK)
+    lvm("vgcreate", "-q", VG, DISK)
+    lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "8G", "-n", POOL, VG)
+
+
+def raw_create_export(i: int, host: str) -> float:
+    t0 = time.perf_counter()
+    name = f"raw-{i}"
+    lvm("lvcreate", "-q", "-V", SIZE, "-T", f"{VG}/{POOL}", "-n", name, "-kn")
+    nqn = f"nqn.2026-11.dev.sluice:bench:{name}"
+    sub = NVMET / "subsystems" / nqn
+    sub.mkdir()
+    (sub / "attr_allow_any_host").write_text("0")
+    hostdir = NVMET / "hosts" / host
+    hostdir.mkdir(exist_ok=True)
+    (sub / "allowed_hosts" / host).symlink_to(hostdir)
+    ns = sub / "namespaces" / "1"
+    ns.mkdir()
+    (ns / "device_path").write_text(f"/dev/{VG}/{name}")
+    (ns / "device_uuid").write_text(str(uuid.uuid4()))
+    (ns / "enable").write_text("1")
+    port = NVMET / "ports" / PORT_ID
+    if not port.exists():
+        port.mkdir()
+        for attr, value in (("addr_trtype", "tcp"), ("addr_adrfam", "ipv4"),
+                            ("addr_traddr", "127.0.0.1"), ("addr_trsvcid", "4421")):
+            (port / attr).write_text(value)
+    (port / "subsystems" / nqn).symlink_to(sub)
+    return time.perf_counter() - t0
+
+
+def agent_create_export(client: AgentClient, i: int, host: str) -> float:
+    t0 = time.perf_counter()
+    vol = client.create_volume(f"bench-{i}", 64 << 20)
+    client.export_volume(vol.id, [host])
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    setup()
+    work = Path("/tmp/bench-agent")
+    work.mkdir(exist_ok=True)
+    sock = work / "agent.sock"
+    agent = subprocess.Popen([sys.executable, "-m", "nvme_target", "--vg", VG, "--pool", POOL, "--pv", DISK,
+                              "--state-dir", str(work / "state"), "--socket", str(sock),
+                              "--portal", "127.0.0.1:4420", "--log-level", "warning"])
+    client = AgentClient(f"unix:{sock}", timeout=120)
+    wait_for(lambda: _ready(client), 90, "agent")
+    host = new_host_nqn()
+    agent_create_export(client, 999, host)  # warm-up: first-call costs on both paths
+    raw_create_export(999, host)
+    agent_t, raw_t = [], []
+    for i in range(ROUNDS):
+        if i % 2:
+            raw_t.append(raw_create_export(i, host))
+            agent_t.append(agent_create_export(client, i, host))
+        else:
+            agent_t.append(agent_create_export(client, i, host))
+            raw_t.append(raw_create_export(i, host))
+    agent.terminate()
+    agent.wait()
+    a, r = statistics.median(agent_t), statistics.median(raw_t)
+    result = {"rounds": ROUNDS, "agent_median_s": round(a, 3), "raw_median_s": round(r, 3),
+              "ratio": round(a / r, 3), "agent_s": [round(x, 3) for x in agent_t],
+              "raw_s": [round(x, 3) for x in raw_t]}
+    print(f"create+export, {ROUNDS} rounds (lab VM, TCG):")
+    print(f"  agent (gRPC CreateVolume + ExportVolume)  median {a * 1000:7.0f} ms")
+    print(f"  raw   (lvcreate + configfs writes)        median {r * 1000:7.0f} ms")
+    print(f"  ratio agent/raw = {a / r:.2f}   (goal <= 1.30)")
+    out = os.environ.get("LAB_OUT")
+    if out:
+        Path(out, "bench-target-create-export.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _ready(client: AgentClient) -> bool:
+    try:
+        return client.health().ready
+    except Exception:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The LVM report as the agent last saw it, so the hot path (create) skips an `lvs`.
+
+LVM stays the source of truth: every read API asks LVM afresh, and the view is only a
+shortcut for `create_volume`, which needs to know whether the name exists and how much
+is provisioned. It is valid because the agent is the only writer of its thin pool: each
+of its own mutations updates the view, and anything older than `ttl` seconds (pool
+fill changes with I/O) is read again. A create that LVM refuses falls back to a fresh
+read, so a view that somehow missed an LV can cost a retry, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+from nvme_target.lvm import LogicalVolume, Lvm
+
+
+class LvView:
+    def __init__(self, lvm: Lvm, ttl: float = 10.0) -> None:
+        self.lvm = lvm
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._lvs: dict[str, LogicalVolume] | None = None
+        self._taken_at = 0.0
+        self._generation = 0  # bumped by every mutation, so a slow read cannot undo one
+
+    def fresh(self) -> dict[str, LogicalVolume]:
+        with self._lock:
+            generation = self._generation
+        lvs = self.lvm.report()
+        with self._lock:
+            if generation == self._generation:
+                self._lvs, self._taken_at = lvs, time.monotonic()
+        return dict(lvs)
+
+    def current(self) -> dict[str, LogicalVolume]:
+        with self._lock:
+            if self._lvs is not None and time.monotonic() - self._taken_at < self.ttl:
+                return dict(self._lvs)
+        return self.fresh()
+
+    def created(self, lv: LogicalVolume) -> None:
+        self._mutate(lambda lvs: lvs.__setitem__(lv.name, lv))
+
+    def removed(self, name: str) -> None:
+        self._mutate(lambda lvs: lvs.pop(name, None))
+
+    def resized(self, name: str, size: int) -> None:
+        self._mutate(lambda lvs: lvs.__setitem__(name, replace(lvs[name], size=size)) if name in lvs else None)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._lvs = None
+
+    def _mutate(self, change) -> None:
+        with self._lock:
+            self._generation += 1
+            if self._lvs is not None:
+                change(self._lvs)

@@ -33,7 +33,7 @@ unit: lab ## host unit tests (the harness tests boot the lab VM briefly)
 lab-test: lab ## the real-kernel tests, inside the lab VM
 	@rm -rf $(LAB_RUNS)/test
 	$(PY) lab/vm.py --out $(LAB_RUNS)/test -- \
-	  $(PY) -m pytest -m lab -p no:cacheprovider --junitxml=$(LAB_RUNS)/test/junit.xml tests
+	  $(PY) -m pytest -m lab -p no:cacheprovider -v --tb=short --junitxml=$(LAB_RUNS)/test/junit.xml tests
 
 test: lab ## everything: unit tests, then the lab tests; fails if either fails
 	@rc=0; \

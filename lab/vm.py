@@ -6,8 +6,8 @@
 The guest's root is this machine's root, read-only over virtio-9p with a tmpfs overlay,
 so COMMAND runs with the project checkout and its virtualenv at the same paths as here.
 It runs in the checkout directory with LAB_GUEST=1 and LAB_OUT set to DIR, a folder
-shared writable with the host (results such as a JUnit report go there). A blank sparse
-scratch disk is attached as /dev/vda.
+shared writable with the host (results such as a JUnit report go there). Blank sparse
+scratch disks are attached as /dev/vda, /dev/vdb (--disks).
 
 Exit status: COMMAND's exit status; 124 when the guest hung past --timeout (qemu is
 killed); 125 when the guest never reported one. The serial console is echoed to stdout
@@ -37,6 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--mem", default=os.environ.get("LAB_MEM", "4G"))
     p.add_argument("--smp", default=os.environ.get("LAB_SMP", "2"))
     p.add_argument("--scratch-size", default=os.environ.get("LAB_SCRATCH_SIZE", "16G"))
+    p.add_argument("--disks", type=int, default=int(os.environ.get("LAB_DISKS", 2)),
+                   help="blank sparse scratch disks to attach (/dev/vda, /dev/vdb, ...)")
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("LAB_CACHE", ROOT / ".lab")))
     p.add_argument("--out", type=Path, help="results folder (default: CACHE/runs/<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="do not echo the serial console")
@@ -62,14 +64,15 @@ def write_guest_script(out: Path, command: list[str]) -> Path:
     return script
 
 
-def fresh_scratch_disk(cache: Path, size: str) -> Path:
-    disk = cache / "scratch.img"
-    disk.unlink(missing_ok=True)
-    subprocess.run(["truncate", "-s", size, str(disk)], check=True)
-    return disk
+def fresh_scratch_disks(cache: Path, size: str, count: int) -> list[Path]:
+    disks = [cache / f"scratch{i}.img" for i in range(count)]
+    for disk in disks:
+        disk.unlink(missing_ok=True)
+        subprocess.run(["truncate", "-s", size, str(disk)], check=True)
+    return disks
 
 
-def qemu_command(args: argparse.Namespace, out: Path, script: Path, disk: Path) -> list[str]:
+def qemu_command(args: argparse.Namespace, out: Path, script: Path, disks: list[Path]) -> list[str]:
     vmlinux, initrd, moddir = kernel_paths(args.cache)
     append = " ".join([
         "console=ttyS0 panic=-1 quiet loglevel=4",
@@ -85,8 +88,8 @@ def qemu_command(args: argparse.Namespace, out: Path, script: Path, disk: Path) 
         "-kernel", str(vmlinux), "-initrd", str(initrd), "-append", append,
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
         "-virtfs", f"local,path={out},mount_tag=labout,security_model=none,multidevs=remap",
-        "-drive", f"file={disk},if=virtio,format=raw,cache=none,aio=threads,discard=unmap",
-    ]
+    ] + [arg for disk in disks
+         for arg in ("-drive", f"file={disk},if=virtio,format=raw,cache=none,aio=threads,discard=unmap")]
 
 
 def pump_serial(proc: subprocess.Popen, log: Path, echo: bool) -> None:
@@ -108,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "rc").unlink(missing_ok=True)
     script = write_guest_script(out, args.command)
-    disk = fresh_scratch_disk(args.cache, args.scratch_size)
-    cmd = qemu_command(args, out, script, disk)
+    disks = fresh_scratch_disks(args.cache, args.scratch_size, args.disks)
+    cmd = qemu_command(args, out, script, disks)
     (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
     started = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     pump.join(timeout=10)
-    disk.unlink(missing_ok=True)
+    for disk in disks:
+        disk.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
     rc = guest_rc(out, timed_out)
     verdict = "passed" if rc == 0 else "FAILED"

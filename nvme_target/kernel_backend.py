@@ -196,7 +196,7 @@ class KernelBackend(Backend):
             total_bytes=pool.size, used_bytes=int(pool.size * pool.data_percent / 100),
             provisioned_bytes=provisioned, available_bytes=0 if full else max(0, limit - provisioned),
             data_percent=pool.data_percent, metadata_percent=pool.metadata_percent,
-            overcommit_ratio=self.overcommit_ratio,
+            overcommit_ratio=self.overcommit_ratio, allocation_unit_bytes=pool.extent_size,
         )
 
     # ----------------------------------------------------------------- exports

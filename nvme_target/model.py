@@ -49,6 +49,7 @@ class Capacity:
     data_percent: float
     metadata_percent: float
     overcommit_ratio: float
+    allocation_unit_bytes: int  # sizes are rounded up to a multiple of this
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,25 @@ def split(spec: str) -> tuple[str, str]:
 
 def parse(spec: str) -> Portal:
     host, port = split(spec)
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        addr = ipaddress.ip_address(interface_address(host))
+    addr = ipaddress.ip_address(resolve_host(host))
     return Portal(traddr=str(addr), trsvcid=port, adrfam="ipv4" if addr.version == 4 else "ipv6")
+
+
+def resolve_host(host: str) -> str:
+    """An IP address as given, or the address of the network interface of that name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return interface_address(host)
+
+
+def grpc_address(spec: str) -> str:
+    """A gRPC listen spec (ADDR:PORT or IFACE:PORT) as host:port, IPv6 in brackets."""
+    host, port = split(spec)
+    addr = ipaddress.ip_address(resolve_host(host)) if host not in ("", "localhost") else None
+    if addr is None:
+        return f"{host or '0.0.0.0'}:{port}"
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 def interface_address(ifname: str) -> str:
@@ -62,6 +76,6 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
+        return ipaddress.ip_address(resolve_host(host.strip("[]"))).is_loopback
+    except (ValueError, InvalidArgument, Unavailable):
         return False

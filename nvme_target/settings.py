@@ -37,14 +37,15 @@ class AgentSettings:
     def tls(self) -> bool:
         return self.tls_cert is not None
 
-    def validate(self) -> AgentSettings:
+    def validate(self, serving: bool = True) -> AgentSettings:
+        """Check the settings; `serving=False` for an in-process target (no gRPC)."""
         if self.backend != "kernel":
             raise InvalidArgument(f"--backend {self.backend!r} is not available (kernel)")
         if not self.portals:
             raise InvalidArgument("--portal: at least one NVMe/TCP portal is required")
         for spec in self.portals:
             portals.split(spec)
-        if self.socket is None and self.listen is None:
+        if serving and self.socket is None and self.listen is None:
             raise InvalidArgument("give --socket, --listen or both")
         tls_files = (self.tls_cert, self.tls_key, self.tls_client_ca)
         if any(tls_files) and not all(tls_files):
@@ -78,7 +79,8 @@ def parser() -> argparse.ArgumentParser:
                    help="NVMe/TCP listen address or interface name (repeatable; default 127.0.0.1:4420)")
     p.add_argument("--socket", default=_env("SOCKET", str(d["socket"].default)),
                    help="unix socket for the agent's gRPC service ('' to disable)")
-    p.add_argument("--listen", default=_env("LISTEN"), metavar="HOST:PORT", help="TCP address for gRPC")
+    p.add_argument("--listen", default=_env("LISTEN"), metavar="ADDR|IFACE:PORT",
+                   help="TCP address (or interface name) for gRPC; not loopback requires TLS")
     p.add_argument("--tls-cert", type=Path, default=_env("TLS_CERT"))
     p.add_argument("--tls-key", type=Path, default=_env("TLS_KEY"))
     p.add_argument("--tls-client-ca", type=Path, default=_env("TLS_CLIENT_CA"),

@@ -54,6 +54,10 @@ class Busy(SluiceError):
     """Another operation on the same object is in flight; retry later."""
 
 
+class StaleToken(SluiceError):
+    """A pagination token that this plugin did not hand out (or no longer can honour)."""
+
+
 class FailedPrecondition(SluiceError):
     """The system is not in a state that allows the operation."""
 

@@ -29,6 +29,7 @@ CODES: dict[type[e.SluiceError], grpc.StatusCode] = {
     e.InUse: grpc.StatusCode.FAILED_PRECONDITION,
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.Busy: grpc.StatusCode.ABORTED,
+    e.StaleToken: grpc.StatusCode.ABORTED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
     e.BackendFailure: grpc.StatusCode.INTERNAL,
 }

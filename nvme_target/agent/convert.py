@@ -54,7 +54,7 @@ def capacity(m: pb.Capacity) -> Capacity:
     return Capacity(total_bytes=m.total_bytes, used_bytes=m.used_bytes,
                     provisioned_bytes=m.provisioned_bytes, available_bytes=m.available_bytes,
                     data_percent=m.data_percent, metadata_percent=m.metadata_percent,
-                    overcommit_ratio=m.overcommit_ratio)
+                    overcommit_ratio=m.overcommit_ratio, allocation_unit_bytes=m.allocation_unit_bytes)
 
 
 def export_pb(x: Export) -> pb.Export:

@@ -60,10 +60,11 @@ def start(settings: AgentSettings, backend: KernelBackend | None = None) -> grpc
         settings.socket.unlink(missing_ok=True)
         server.add_insecure_port(f"unix:{settings.socket}")
     if settings.listen is not None:
+        address = portals.grpc_address(settings.listen)
         if settings.tls:
-            server.add_secure_port(settings.listen, _server_credentials(settings))
+            server.add_secure_port(address, _server_credentials(settings))
         else:
-            server.add_insecure_port(settings.listen)
+            server.add_insecure_port(address)
     server.start()
     if settings.socket is not None:
         os.chmod(settings.socket, 0o660)

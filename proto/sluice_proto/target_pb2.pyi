@@ -206,7 +206,7 @@ class ListSnapshotsResponse(_message.Message):
     def __init__(self, snapshots: _Optional[_Iterable[_Union[Snapshot, _Mapping]]] = ...) -> None: ...
 
 class Capacity(_message.Message):
-    __slots__ = ("total_bytes", "used_bytes", "provisioned_bytes", "available_bytes", "data_percent", "metadata_percent", "overcommit_ratio")
+    __slots__ = ("total_bytes", "used_bytes", "provisioned_bytes", "available_bytes", "data_percent", "metadata_percent", "overcommit_ratio", "allocation_unit_bytes")
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     USED_BYTES_FIELD_NUMBER: _ClassVar[int]
     PROVISIONED_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +214,7 @@ class Capacity(_message.Message):
     DATA_PERCENT_FIELD_NUMBER: _ClassVar[int]
     METADATA_PERCENT_FIELD_NUMBER: _ClassVar[int]
     OVERCOMMIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_UNIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     total_bytes: int
     used_bytes: int
     provisioned_bytes: int
@@ -221,7 +222,8 @@ class Capacity(_message.Message):
     data_percent: float
     metadata_percent: float
     overcommit_ratio: float
-    def __init__(self, total_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., provisioned_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., data_percent: _Optional[float] = ..., metadata_percent: _Optional[float] = ..., overcommit_ratio: _Optional[float] = ...) -> None: ...
+    allocation_unit_bytes: int
+    def __init__(self, total_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., provisioned_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., data_percent: _Optional[float] = ..., metadata_percent: _Optional[float] = ..., overcommit_ratio: _Optional[float] = ..., allocation_unit_bytes: _Optional[int] = ...) -> None: ...
 
 class Export(_message.Message):
     __slots__ = ("volume_id", "subsystem_nqn", "namespace_uuid", "namespace_nguid", "serial", "portals", "hosts")

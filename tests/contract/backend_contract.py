@@ -32,9 +32,12 @@ class BackendContract:
         assert backend.find_volume("pvc-missing") is None
         assert [v.id for v in backend.list_volumes()] == [vol.id]
 
-    def test_size_is_rounded_up(self, backend):
+    def test_size_is_rounded_up_to_the_allocation_unit(self, backend):
+        unit = backend.capacity().allocation_unit_bytes
+        assert unit >= 512
         vol = backend.create_volume("pvc-odd", 10 * MiB + 1)
-        assert vol.size_bytes > 10 * MiB and vol.size_bytes % MiB == 0
+        assert vol.size_bytes > 10 * MiB and vol.size_bytes % unit == 0
+        assert vol.size_bytes - (10 * MiB + 1) < unit
 
     def test_create_is_idempotent(self, backend):
         first = backend.create_volume("pvc-b", 32 * MiB, {"k": "v"})

@@ -131,7 +131,7 @@ class MemoryBackend(Backend):
         provisioned = sum(v.size_bytes for v in self.volumes.values())
         limit = int(self.pool_bytes * self.overcommit_ratio)
         return Capacity(self.pool_bytes, 0, provisioned, max(0, limit - provisioned), 0.0, 0.0,
-                        self.overcommit_ratio)
+                        self.overcommit_ratio, EXTENT)
 
     # ----------------------------------------------------------------- exports
     def portals(self) -> tuple[Portal, ...]:

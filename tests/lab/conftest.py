@@ -13,6 +13,12 @@ LAB_VG = "labvg"
 LAB_POOL = "pool"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def scratch_signatures() -> dict[str, int]:
+    """blkid's verdict on each scratch disk before any test touched it (2: no signature)."""
+    return {disk: sh("blkid", "-p", disk, check=False).returncode for disk in ("/dev/vda", "/dev/vdb")}
+
+
 @pytest.fixture(scope="session")
 def kernel_modules() -> None:
     sh("modprobe", "-a", "nvmet", "nvmet-tcp", "nvme-tcp", "nvme-fabrics", "dm-thin-pool")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 T = TypeVar("T")
 NVMET = Path("/sys/kernel/config/nvmet")
+SCRATCH_DISKS = ("/dev/vda", "/dev/vdb")  # blank sparse disks attached by lab/vm.py for every run
 FABRICS = "/dev/nvme-fabrics"
 
 
@@ -42,9 +43,9 @@ def new_host_nqn() -> str:
 
 
 def lvm(command: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """An LVM command that scans only the lab scratch disk, never attached NVMe/TCP
+    """An LVM command that scans only the lab scratch disks, never attached NVMe/TCP
     namespaces (a scan of a reconnecting one blocks; see nvme_target.lvm)."""
-    return sh(command, "--devices", "/dev/vda", *args, check=check)
+    return sh(command, "--devices", ",".join(SCRATCH_DISKS), *args, check=check)
 
 
 def lvs_json(vg: str) -> list[dict]:

@@ -28,6 +28,7 @@ def test_configfs_and_loopback():
     assert "UP" in sh("ip", "-o", "link", "show", "lo").stdout
 
 
-def test_scratch_disk_is_blank():
-    assert Path("/sys/block/vda").exists()
-    assert sh("blkid", "-p", "/dev/vda", check=False).returncode == 2, "no signature on a fresh scratch disk"
+def test_scratch_disks_start_blank(scratch_signatures):
+    for disk in ("vda", "vdb"):
+        assert Path("/sys/block", disk).exists()
+    assert scratch_signatures == {"/dev/vda": 2, "/dev/vdb": 2}, "no signature on a fresh scratch disk"

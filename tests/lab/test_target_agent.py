@@ -6,66 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from nvme_target.agent.client import AgentClient
+from tests.lab.processes import AgentProcess
 from tests.lab.kernel import (
     NVMET, connect, disconnect, lvs_json, new_host_nqn, port_links, read_block, sluice_subsystems,
-    wait_for, wait_live, wipe_configfs, write_block,
+    wait_live, wipe_configfs, write_block,
 )
 
 pytestmark = pytest.mark.lab
 MiB = 1 << 20
 
 
-class AgentProcess:
-    def __init__(self, workdir: Path, vg: str, pool: str) -> None:
-        self.socket = workdir / "agent.sock"
-        self.log = workdir / "agent.log"
-        self.argv = [sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", "/dev/vda",
-                     "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
-                     "--portal", "lo:4420", "--target-id", "lab-target",
-                     "--topology", "csi.sluice.dev/zone=lab", "--overcommit-ratio", "2"]
-        self.proc: subprocess.Popen | None = None
-        self.client = AgentClient(f"unix:{self.socket}", timeout=300)
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
-        try:
-            wait_for(self._ready, 90, "the agent to serve")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; agent log: {self.log.read_text()[-2000:]}") from None
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"agent exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-        try:
-            return self.client.health().ready
-        except Exception:
-            return False
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-
-
 @pytest.fixture
 def agent(thin_pool, tmp_path):
     vg, pool = thin_pool
-    proc = AgentProcess(tmp_path, vg, pool)
+    proc = AgentProcess(tmp_path, vg, pool, "/dev/vda")
     proc.start()
     yield proc
     for export in proc.client.list_exports():

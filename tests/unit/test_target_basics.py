@@ -122,6 +122,13 @@ def test_settings_refusals(argv, message):
         from_args(argv)
 
 
+def test_grpc_listen_specs():
+    assert portals.grpc_address("lo:7000") == "127.0.0.1:7000"
+    assert portals.grpc_address("[::1]:7000") == "[::1]:7000"
+    assert portals.is_loopback("lo") and not portals.is_loopback("10.0.0.1")
+    assert from_args(["--listen", "lo:7000"]).listen == "lo:7000"
+
+
 def test_settings_allow_explicit_insecure_and_loopback():
     assert from_args(["--listen", "127.0.0.1:7000"]).listen == "127.0.0.1:7000"
     assert from_args(["--listen", "0.0.0.0:7000", "--insecure-listen"]).insecure_listen

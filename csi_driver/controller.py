@@ -1,0 +1,264 @@
+"""The controller's volume operations in plain Python: the gRPC servicer only converts.
+
+Every call is idempotent: a name or id leads deterministically to the same target
+object, and a repeat returns what the first call made (or the same error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import structlog
+
+from csi_driver import ids, paging, params, placement
+from csi_driver.capabilities import Capability, require_supported, unsupported
+from csi_driver.locks import InFlight
+from csi_driver.model import CapacityInfo, ContentSource, VolumeInfo, VolumeStatus
+from csi_driver.targets import Target, Targets
+from nvme_target import validate
+from nvme_target.model import Export, Source, Volume
+from sluice_common.errors import (
+    AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange,
+)
+
+log = structlog.get_logger(__name__)
+GiB = 1 << 30
+DEFAULT_SIZE = 1 * GiB
+TARGET_KEY = "csi.sluice.dev/target"
+
+
+class ControllerService:
+    def __init__(self, targets: Targets, inflight: InFlight | None = None) -> None:
+        self.targets = targets
+        self.inflight = inflight or InFlight()
+
+    # ----------------------------------------------------------------- create
+    def create_volume(self, name: str, required: int, limit: int, caps: list[Capability],
+                      parameters: Mapping[str, str], source: ContentSource | None = None,
+                      requisite: Sequence[Mapping[str, str]] = (),
+                      preferred: Sequence[Mapping[str, str]] = ()) -> VolumeInfo:
+        validate.name(name)
+        require_supported(caps, "volume_capabilities")
+        _check_range(required, limit)
+        wanted = params.parse(parameters)
+        with self.inflight.guard(f"volume-name:{name}"):
+            found = self._find(name)
+            origin = self._origin(source) if source else None
+            if found is not None:
+                return self._existing(found, required, limit, wanted, source)
+            pool = [origin[0]] if origin else self.targets.up()
+            scored = [(t, t.backend.capacity()) for t in placement.eligible(pool, wanted.pool, requisite)]
+            for target, capacity in placement.order(scored, preferred):
+                default = origin[2] if origin else min(limit or DEFAULT_SIZE, DEFAULT_SIZE)
+                size = _round_up(required or default, capacity.allocation_unit_bytes)
+                if limit and size > limit:
+                    raise OutOfRange(f"capacity_range: {required or limit} bytes rounded up to the "
+                                     f"{capacity.allocation_unit_bytes}-byte unit exceed limit_bytes {limit}")
+                if origin is None and capacity.available_bytes < size:
+                    continue
+                try:
+                    vol = target.backend.create_volume(name, size, wanted.as_params(),
+                                                       origin[1] if origin else None)
+                except NoSpace:
+                    continue
+                log.info("volume placed", target=target.id, volume_id=ids.join(target.id, vol.id))
+                return self._info(target, vol)
+        raise NoSpace("no healthy target with room satisfies the pool and topology requirements")
+
+    def _find(self, name: str) -> tuple[Target, Volume] | None:
+        for target in self.targets.up():
+            vol = target.backend.find_volume(name)
+            if vol is not None:
+                return target, vol
+        return None
+
+    def _existing(self, found: tuple[Target, Volume], required: int, limit: int,
+                  wanted: params.VolumeParams, source: ContentSource | None) -> VolumeInfo:
+        target, vol = found
+        info = self._info(target, vol)
+        if vol.size_bytes < required or (limit and vol.size_bytes > limit):
+            raise AlreadyExists(f"volume {vol.name!r} exists with {vol.size_bytes} bytes, "
+                                f"outside the requested capacity_range")
+        if dict(vol.metadata) != wanted.as_params():
+            raise AlreadyExists(f"volume {vol.name!r} exists with other parameters")
+        if info.source != source:
+            raise AlreadyExists(f"volume {vol.name!r} exists with another content source")
+        return info
+
+    def _origin(self, source: ContentSource) -> tuple[Target, Source, int]:
+        """The source's target, its backend reference and its size."""
+        if source.kind == "snapshot":
+            target_id, snap_id = ids.split_snapshot(source.id, "volume_content_source.snapshot.snapshot_id")
+            target = self.targets.get(target_id, f"snapshot {source.id}")
+            return target, Source("snapshot", snap_id), target.backend.get_snapshot(snap_id).size_bytes
+        target_id, vol_id = ids.split_volume(source.id, "volume_content_source.volume.volume_id")
+        target = self.targets.get(target_id, f"volume {source.id}")
+        return target, Source("volume", vol_id), target.backend.get_volume(vol_id).size_bytes
+
+    # ----------------------------------------------------------- the rest
+    def delete_volume(self, volume_id: str) -> None:
+        _require(volume_id, "volume_id")
+        try:
+            target, vol_id = self._resolve(volume_id)
+        except NotFound:
+            return
+        with self.inflight.guard(f"volume:{volume_id}"):
+            export = target.backend.get_export(vol_id)
+            if export is not None and export.hosts:
+                raise InUse(f"volume {volume_id} is published to {sorted(export.hosts)}")
+            target.backend.delete_volume(vol_id, unexport=True)
+
+    def expand_volume(self, volume_id: str, required: int, limit: int,
+                      cap: Capability | None) -> tuple[int, bool]:
+        _require(volume_id, "volume_id")
+        if required <= 0 and limit <= 0:
+            raise InvalidArgument("capacity_range is required")
+        _check_range(required, limit)
+        target, vol_id = self._resolve(volume_id)
+        with self.inflight.guard(f"volume:{volume_id}"):
+            unit = target.backend.capacity().allocation_unit_bytes
+            size = _round_up(required or limit, unit)
+            if limit and size > limit:
+                raise OutOfRange(f"capacity_range: {size} bytes (rounded) exceed limit_bytes {limit}")
+            current = target.backend.get_volume(vol_id).size_bytes
+            if size < current:
+                raise OutOfRange(f"capacity_range: volumes only grow ({current} bytes now, {size} asked)")
+            vol = target.backend.expand_volume(vol_id, size)
+        node_expansion = not (cap is not None and cap.access_type == "block")
+        return vol.size_bytes, node_expansion
+
+    def get_volume(self, volume_id: str) -> tuple[VolumeInfo, VolumeStatus]:
+        _require(volume_id, "volume_id")
+        target, vol_id = self._resolve(volume_id)
+        vol = target.backend.get_volume(vol_id)
+        export = target.backend.get_export(vol_id)
+        return self._info(target, vol), _status(export)
+
+    def list_volumes(self, max_entries: int, token: str) -> tuple[list[tuple[VolumeInfo, VolumeStatus]], str]:
+        entries = []
+        for target in self.targets.up():
+            exports = {x.volume_id: x for x in target.backend.list_exports()}
+            for vol in target.backend.list_volumes():
+                entries.append((self._info(target, vol), _status(exports.get(vol.id))))
+        return paging.page(entries, lambda e: e[0].volume_id, max_entries, token, _is_volume_id)
+
+    def validate_capabilities(self, volume_id: str, caps: list[Capability], context: Mapping[str, str],
+                              parameters: Mapping[str, str]) -> str | None:
+        """None when every capability (and the given context/parameters) fits the volume,
+        else why not."""
+        _require(volume_id, "volume_id")
+        if not caps:
+            raise InvalidArgument("volume_capabilities is required")
+        target, vol_id = self._resolve(volume_id)
+        info = self._info(target, target.backend.get_volume(vol_id))
+        for cap in caps:
+            reason = unsupported(cap)
+            if reason:
+                return reason
+        if context and dict(context) != dict(info.context):
+            return "volume_context does not match the volume"
+        if parameters and params.parse(parameters).as_params() != {
+                k: v for k, v in info.context.items() if k != TARGET_KEY}:
+            return "parameters do not match the volume"
+        return None
+
+    def capacity(self, segment: Mapping[str, str] | None, parameters: Mapping[str, str],
+                 caps: list[Capability]) -> CapacityInfo:
+        wanted = params.parse(parameters)
+        if any(unsupported(c) for c in caps):
+            return CapacityInfo(0, 0)
+        matching = [t for t in self.targets.up()
+                    if (wanted.pool is None or t.config.pool == wanted.pool)
+                    and (segment is None or t.serves(segment))]
+        available = [t.backend.capacity().available_bytes for t in matching]
+        return CapacityInfo(sum(available), max(available, default=0))
+
+    # ----------------------------------------------------------------- publish
+    def publish(self, volume_id: str, node_id: str, cap: Capability | None, readonly: bool) -> dict[str, str]:
+        _require(volume_id, "volume_id")
+        _require(node_id, "node_id")
+        if cap is None:
+            raise InvalidArgument("volume_capability is required")
+        require_supported([cap], "volume_capability")
+        target, vol_id = self._resolve(volume_id)
+        try:
+            validate.host_nqn(node_id)
+        except InvalidArgument:
+            raise NotFound(f"node {node_id!r} not found: node ids are host NQNs") from None
+        target.backend.get_volume(vol_id)
+        with self.inflight.guard(f"volume:{volume_id}"):
+            export = target.backend.get_export(vol_id)
+            others = sorted((export.hosts if export else set()) - {node_id})
+            if cap.single_node and others:
+                raise FailedPrecondition(f"volume {volume_id} is published to {others[0]}; "
+                                         f"{cap.mode} allows one node")
+            export = target.backend.add_host(vol_id, node_id)
+        log.info("published", volume_id=volume_id, node_id=node_id)
+        return publish_context(export, readonly or cap.read_only)
+
+    def unpublish(self, volume_id: str, node_id: str) -> None:
+        _require(volume_id, "volume_id")
+        try:
+            target, vol_id = self._resolve(volume_id)
+        except NotFound:
+            return
+        with self.inflight.guard(f"volume:{volume_id}"):
+            if node_id:
+                export = target.backend.remove_host(vol_id, node_id)
+                if export is not None and not export.hosts:
+                    target.backend.unexport_volume(vol_id)
+            else:
+                target.backend.unexport_volume(vol_id)
+        log.info("unpublished", volume_id=volume_id, node_id=node_id)
+
+    # ---------------------------------------------------------------- helpers
+    def _resolve(self, volume_id: str) -> tuple[Target, str]:
+        target_id, vol_id = ids.split_volume(volume_id)
+        return self.targets.get(target_id, f"volume {volume_id}"), vol_id
+
+    def _info(self, target: Target, vol: Volume) -> VolumeInfo:
+        source = None
+        if vol.source is not None:
+            source = ContentSource(vol.source.kind, ids.join(target.id, vol.source.id))
+        return VolumeInfo(
+            volume_id=ids.join(target.id, vol.id), capacity_bytes=vol.size_bytes,
+            context={**vol.metadata, TARGET_KEY: target.id}, source=source,
+            topology=(dict(target.topology),) if target.topology else (),
+        )
+
+
+def publish_context(export: Export, readonly: bool) -> dict[str, str]:
+    """Everything the node needs to connect, as the CSI publish_context."""
+    portals = ",".join(f"[{p.traddr}]:{p.trsvcid}" if p.adrfam == "ipv6" else f"{p.traddr}:{p.trsvcid}"
+                       for p in export.portals)
+    return {"nvme.transport": "tcp", "nvme.portals": portals, "nvme.subnqn": export.subsystem_nqn,
+            "nvme.nsUUID": export.namespace_uuid, "readonly": "true" if readonly else "false"}
+
+
+def _status(export: Export | None) -> VolumeStatus:
+    return VolumeStatus(published_node_ids=tuple(sorted(export.hosts)) if export else ())
+
+
+def _is_volume_id(token: str) -> bool:
+    try:
+        ids.split_volume(token)
+        return True
+    except NotFound:
+        return False
+
+
+def _require(value: str, field: str) -> None:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+
+
+def _check_range(required: int, limit: int) -> None:
+    if required < 0 or limit < 0:
+        raise InvalidArgument("capacity_range: required_bytes and limit_bytes must not be negative")
+    if limit and required > limit:
+        raise OutOfRange(f"capacity_range: required_bytes {required} exceeds limit_bytes {limit}")
+
+
+def _round_up(value: int, unit: int) -> int:
+    unit = unit or 1
+    return -(-value // unit) * unit

@@ -1,0 +1,121 @@
+"""StorageClass parameters: parsed once, validated, stored with the volume.
+
+    qos.readIOPS, qos.writeIOPS     positive integers
+    qos.readBPS, qos.writeBPS       bytes per second: an integer or a quantity (500Mi, 2G)
+    nvme.ctrlLossTmo                seconds the initiator keeps reconnecting   (1..3600)
+    nvme.reconnectDelay             seconds between reconnect attempts       (1..300)
+    nvme.keepAliveTmo               keep-alive timeout, seconds              (1..300)
+    nvme.nrIoQueues                 I/O queues per controller                (1..128)
+    pool                            only place the volume on targets of this pool
+
+Unknown keys are refused (INVALID_ARGUMENT naming the key), except those prefixed
+`csi.storage.k8s.io/` that the sidecars add. The QoS values are normalised (bytes as
+integers) and travel to the node in the volume context; the node enforces them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from collections.abc import Mapping
+
+from csi_driver import quantity
+from sluice_common.errors import InvalidArgument
+
+SIDECAR_PREFIX = "csi.storage.k8s.io/"
+MAX_IOPS = 10**9
+QOS_IOPS = {"qos.readIOPS": "read_iops", "qos.writeIOPS": "write_iops"}
+QOS_BPS = {"qos.readBPS": "read_bps", "qos.writeBPS": "write_bps"}
+NVME_RANGES = {
+    "nvme.ctrlLossTmo": (1, 3600),
+    "nvme.reconnectDelay": (1, 300),
+    "nvme.keepAliveTmo": (1, 300),
+    "nvme.nrIoQueues": (1, 128),
+}
+POOL = "pool"
+
+
+@dataclass(frozen=True)
+class QoS:
+    read_iops: int | None = None
+    write_iops: int | None = None
+    read_bps: int | None = None
+    write_bps: int | None = None
+
+    def as_params(self) -> dict[str, str]:
+        out = {}
+        for key, attr in {**QOS_IOPS, **QOS_BPS}.items():
+            value = getattr(self, attr)
+            if value is not None:
+                out[key] = str(value)
+        return out
+
+    def merged(self, change: QoS) -> QoS:
+        """These limits with every limit `change` sets replacing ours."""
+        return QoS(**{attr: getattr(change, attr) if getattr(change, attr) is not None else getattr(self, attr)
+                      for attr in (*QOS_IOPS.values(), *QOS_BPS.values())})
+
+
+@dataclass(frozen=True)
+class VolumeParams:
+    qos: QoS = QoS()
+    nvme: Mapping[str, int] = field(default_factory=dict)
+    pool: str | None = None
+
+    def as_params(self) -> dict[str, str]:
+        """The canonical key/value form, stored with the volume and put in its context."""
+        out = self.qos.as_params() | {k: str(v) for k, v in sorted(self.nvme.items())}
+        if self.pool:
+            out[POOL] = self.pool
+        return out
+
+
+def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> VolumeParams:
+    qos: dict[str, int] = {}
+    nvme: dict[str, int] = {}
+    pool = None
+    for key, value in parameters.items():
+        if key.startswith(SIDECAR_PREFIX):
+            continue
+        if key in QOS_IOPS or key in QOS_BPS:
+            qos[(QOS_IOPS | QOS_BPS)[key]] = _qos_value(key, value, field_name)
+        elif key in NVME_RANGES:
+            nvme[key] = _ranged(key, value, field_name)
+        elif key == POOL:
+            if not value:
+                raise InvalidArgument(f"{field_name}: pool must not be empty")
+            pool = value
+        else:
+            raise InvalidArgument(f"{field_name}: unknown key {key!r}")
+    delay, loss = nvme.get("nvme.reconnectDelay"), nvme.get("nvme.ctrlLossTmo")
+    if delay is not None and loss is not None and delay > loss:
+        raise InvalidArgument(f"{field_name}: nvme.reconnectDelay ({delay}) exceeds nvme.ctrlLossTmo ({loss})")
+    return VolumeParams(qos=QoS(**qos), nvme=nvme, pool=pool)
+
+
+def parse_mutable(parameters: Mapping[str, str], field_name: str = "mutable_parameters") -> QoS:
+    """Parameters that may change on a live volume: the qos.* keys only."""
+    for key in parameters:
+        if key not in QOS_IOPS and key not in QOS_BPS:
+            raise InvalidArgument(f"{field_name}: {key!r} cannot be changed (only qos.* keys can)")
+    return parse(parameters, field_name).qos
+
+
+def _qos_value(key: str, value: str, field_name: str) -> int:
+    if key in QOS_IOPS:
+        if not value.isdigit():
+            raise InvalidArgument(f"{field_name}: {key} must be a positive integer, not {value!r}")
+        number = int(value)
+        if not 0 < number <= MAX_IOPS:
+            raise InvalidArgument(f"{field_name}: {key} must be between 1 and {MAX_IOPS}")
+        return number
+    number = quantity.parse(value, f"{field_name}: {key}")
+    if number <= 0:
+        raise InvalidArgument(f"{field_name}: {key} must be positive")
+    return number
+
+
+def _ranged(key: str, value: str, field_name: str) -> int:
+    low, high = NVME_RANGES[key]
+    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
+        raise InvalidArgument(f"{field_name}: {key} must be an integer from {low} to {high}, not {value!r}")
+    return int(value)

@@ -1,0 +1,104 @@
+"""Driver settings: flags (with environment defaults) read once into a frozen,
+validated object. Nothing else in the driver reads flags or environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from csi_driver import ids
+from nvme_target import portals
+from nvme_target.settings import AgentSettings
+from sluice_common.errors import InvalidArgument
+
+MODES = ("controller", "node", "all")
+DRIVER_NAME = "csi.sluice.dev"
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    mode: str = "all"
+    endpoint: Path = Path("/csi/csi.sock")
+    driver_name: str = DRIVER_NAME
+    targets_config: Path | None = None
+    local_target: AgentSettings | None = None   # all-in-one: the in-process target
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def controller(self) -> bool:
+        return self.mode in ("controller", "all")
+
+    @property
+    def node(self) -> bool:
+        return self.mode in ("node", "all")
+
+
+def endpoint_path(value: str) -> Path:
+    """`unix:///csi/csi.sock`, `unix:/csi/csi.sock` or a plain path."""
+    if value.startswith("unix://"):
+        value = value[len("unix://"):]
+    elif value.startswith("unix:"):
+        value = value[len("unix:"):]
+    if not value.startswith("/"):
+        raise InvalidArgument(f"--endpoint {value!r}: expected unix:///absolute/path.sock")
+    return Path(value)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m csi_driver", description="Sluice CSI driver")
+    p.add_argument("--mode", choices=MODES, default=_env("SLUICE_MODE", "all"))
+    p.add_argument("--endpoint", default=_env("CSI_ENDPOINT", "unix:///csi/csi.sock"),
+                   help="the CSI unix socket (default unix:///csi/csi.sock; env CSI_ENDPOINT)")
+    p.add_argument("--driver-name", default=_env("SLUICE_DRIVER_NAME", DRIVER_NAME))
+    p.add_argument("--targets-config", type=Path, default=_env("SLUICE_TARGETS_CONFIG"),
+                   help="controller: JSON file listing the storage targets (a mounted ConfigMap)")
+    p.add_argument("--log-level", default=_env("SLUICE_LOG_LEVEL", "info"))
+    local = p.add_argument_group("in-process target (--mode all)")
+    local.add_argument("--target-id", default="local")
+    local.add_argument("--target-vg", default="sluice")
+    local.add_argument("--target-pool", default="pool")
+    local.add_argument("--target-pv", action="append", default=[], metavar="DEVICE")
+    local.add_argument("--target-portal", action="append", default=[], metavar="ADDR|IFACE[:PORT]")
+    local.add_argument("--target-state-dir", type=Path, default=Path("/var/lib/sluice/target"))
+    local.add_argument("--target-overcommit-ratio", type=float, default=4.0)
+    local.add_argument("--target-topology", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
+    ns = parser().parse_args(argv)
+    if not ns.driver_name or len(ns.driver_name) > 63:
+        raise InvalidArgument("--driver-name must be 1..63 characters")
+    local = None
+    if ns.mode == "all":
+        ids.check_target_id(ns.target_id)
+        for spec in ns.target_portal:
+            portals.split(spec)
+        local = AgentSettings(
+            vg=ns.target_vg, pool=ns.target_pool, pvs=tuple(ns.target_pv),
+            portals=tuple(ns.target_portal or ("127.0.0.1:4420",)), socket=None, listen=None,
+            state_dir=ns.target_state_dir, overcommit_ratio=ns.target_overcommit_ratio,
+            target_id=ns.target_id, topology=_pairs(ns.target_topology, "--target-topology"),
+        ).validate(serving=False)
+    elif ns.mode == "controller" and ns.targets_config is None:
+        raise InvalidArgument("--mode controller needs --targets-config")
+    return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
+                          targets_config=ns.targets_config, local_target=local, log_level=ns.log_level)
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise InvalidArgument(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out

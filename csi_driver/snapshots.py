@@ -1,0 +1,95 @@
+"""The controller's snapshot operations in plain Python."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+
+from csi_driver import ids, paging
+from csi_driver.locks import InFlight
+from csi_driver.model import SnapshotInfo
+from csi_driver.params import SIDECAR_PREFIX
+from csi_driver.targets import Target, Targets
+from nvme_target import validate
+from nvme_target.model import Snapshot
+from sluice_common.errors import AlreadyExists, InvalidArgument, NotFound
+
+log = structlog.get_logger(__name__)
+
+
+class SnapshotService:
+    def __init__(self, targets: Targets, inflight: InFlight) -> None:
+        self.targets = targets
+        self.inflight = inflight
+
+    def create(self, name: str, source_volume_id: str, parameters: Mapping[str, str]) -> SnapshotInfo:
+        validate.name(name)
+        if not source_volume_id:
+            raise InvalidArgument("source_volume_id is required")
+        for key in parameters:
+            if not key.startswith(SIDECAR_PREFIX):
+                raise InvalidArgument(f"parameters: unknown key {key!r} (snapshots take none)")
+        target_id, vol_id = ids.split_volume(source_volume_id, "source_volume_id")
+        target = self.targets.get(target_id, f"volume {source_volume_id}")
+        with self.inflight.guard(f"snapshot-name:{name}"):
+            for other in self.targets.up():
+                found = other.backend.find_snapshot(name)
+                if found is not None:
+                    info = _info(other, found)
+                    if info.source_volume_id != source_volume_id:
+                        raise AlreadyExists(f"snapshot {name!r} exists for volume {info.source_volume_id}")
+                    return info
+            snap = target.backend.create_snapshot(name, vol_id)
+        log.info("snapshot created", snapshot_id=ids.join(target.id, snap.id), volume_id=source_volume_id)
+        return _info(target, snap)
+
+    def delete(self, snapshot_id: str) -> None:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id is required")
+        try:
+            target_id, snap_id = ids.split_snapshot(snapshot_id)
+            target = self.targets.get(target_id, f"snapshot {snapshot_id}")
+        except NotFound:
+            return
+        with self.inflight.guard(f"snapshot:{snapshot_id}"):
+            target.backend.delete_snapshot(snap_id)
+
+    def get(self, snapshot_id: str) -> SnapshotInfo:
+        if not snapshot_id:
+            raise InvalidArgument("snapshot_id is required")
+        target_id, snap_id = ids.split_snapshot(snapshot_id)
+        target = self.targets.get(target_id, f"snapshot {snapshot_id}")
+        return _info(target, target.backend.get_snapshot(snap_id))
+
+    def list(self, max_entries: int, token: str, snapshot_id: str = "",
+             source_volume_id: str = "") -> tuple[list[SnapshotInfo], str]:
+        entries = self._matching(snapshot_id, source_volume_id)
+        return paging.page(entries, lambda s: s.snapshot_id, max_entries, token, _is_snapshot_id)
+
+    def _matching(self, snapshot_id: str, source_volume_id: str) -> list[SnapshotInfo]:
+        try:
+            if snapshot_id:
+                found = self.get(snapshot_id)
+                return [found] if source_volume_id in ("", found.source_volume_id) else []
+            if source_volume_id:
+                target_id, vol_id = ids.split_volume(source_volume_id)
+                target = self.targets.get(target_id, f"volume {source_volume_id}")
+                return [_info(target, s) for s in target.backend.list_snapshots(vol_id)]
+        except NotFound:
+            return []
+        return [_info(t, s) for t in self.targets.up() for s in t.backend.list_snapshots()]
+
+
+def _info(target: Target, snap: Snapshot) -> SnapshotInfo:
+    return SnapshotInfo(snapshot_id=ids.join(target.id, snap.id),
+                        source_volume_id=ids.join(target.id, snap.source_volume_id),
+                        size_bytes=snap.size_bytes, created_at=snap.created_at, ready=snap.ready)
+
+
+def _is_snapshot_id(token: str) -> bool:
+    try:
+        ids.split_snapshot(token)
+        return True
+    except NotFound:
+        return False

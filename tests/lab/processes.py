@@ -1,0 +1,110 @@
+"""Sluice's own processes, started the way production starts them, for lab tests."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from nvme_target.agent.client import AgentClient
+from tests.lab.kernel import wait_for
+
+
+class _Process:
+    name = "process"
+
+    def __init__(self, argv: list[str], log: Path) -> None:
+        self.argv = argv
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
+        try:
+            wait_for(self._ready, 120, f"the {self.name} to serve", interval=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; log: {self.log.read_text()[-3000:]}") from None
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+        try:
+            return self.ready()
+        except Exception:
+            return False
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+class AgentProcess(_Process):
+    """`python -m nvme_target` on a VG of the lab, on one portal."""
+
+    name = "target agent"
+
+    def __init__(self, workdir: Path, vg: str, pool: str, pv: str, portal: str = "lo:4420",
+                 target_id: str = "lab-target", zone: str = "lab") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "agent.sock"
+        super().__init__([sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", pv,
+                          "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
+                          "--portal", portal, "--target-id", target_id,
+                          "--topology", f"csi.sluice.dev/zone={zone}", "--overcommit-ratio", "2"],
+                         workdir / "agent.log")
+        self.target_id, self.zone = target_id, zone
+        self.client = AgentClient(f"unix:{self.socket}", timeout=300)
+
+    def ready(self) -> bool:
+        return self.client.health().ready
+
+    def config_entry(self) -> dict:
+        return {"id": self.target_id, "endpoint": f"unix:{self.socket}",
+                "topology": {"csi.sluice.dev/zone": self.zone}}
+
+    def empty(self) -> None:
+        """Unexport and delete everything this agent holds (between tests)."""
+        for export in self.client.list_exports():
+            self.client.unexport_volume(export.volume_id)
+        for snap in self.client.list_snapshots():
+            self.client.delete_snapshot(snap.id)
+        for vol in self.client.list_volumes():
+            self.client.delete_volume(vol.id)
+
+
+class ControllerProcess(_Process):
+    """`python -m csi_driver --mode controller` over the given agents."""
+
+    name = "csi controller"
+
+    def __init__(self, workdir: Path, agents: list[AgentProcess]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = workdir / "targets.json"
+        config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
+        self.endpoint = workdir / "csi.sock"
+        super().__init__([sys.executable, "-m", "csi_driver", "--mode", "controller",
+                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config)],
+                         workdir / "controller.log")
+        self.channel: grpc.Channel | None = None
+
+    def ready(self) -> bool:
+        from sluice_proto import csi_pb2, csi_pb2_grpc
+        channel = grpc.insecure_channel(f"unix:{self.endpoint}")
+        try:
+            return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
+        finally:
+            channel.close()

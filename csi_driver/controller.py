@@ -22,8 +22,9 @@ from sluice_common.errors import (
 )
 
 log = structlog.get_logger(__name__)
-GiB = 1 << 30
+MiB, GiB = 1 << 20, 1 << 30
 DEFAULT_SIZE = 1 * GiB
+XFS_MIN_SIZE = 300 * MiB  # mkfs.xfs refuses anything smaller
 TARGET_KEY = "csi.sluice.dev/target"
 
 
@@ -50,7 +51,7 @@ class ControllerService:
             scored = [(t, t.backend.capacity()) for t in placement.eligible(pool, wanted.pool, requisite)]
             for target, capacity in placement.order(scored, preferred):
                 default = origin[2] if origin else min(limit or DEFAULT_SIZE, DEFAULT_SIZE)
-                size = _round_up(required or default, capacity.allocation_unit_bytes)
+                size = _round_up(max(required or default, _min_size(caps)), capacity.allocation_unit_bytes)
                 if limit and size > limit:
                     raise OutOfRange(f"capacity_range: {required or limit} bytes rounded up to the "
                                      f"{capacity.allocation_unit_bytes}-byte unit exceed limit_bytes {limit}")
@@ -245,6 +246,10 @@ def _is_volume_id(token: str) -> bool:
         return True
     except NotFound:
         return False
+
+
+def _min_size(caps: list[Capability]) -> int:
+    return XFS_MIN_SIZE if any(c.access_type == "mount" and c.fs == "xfs" for c in caps) else 0
 
 
 def _require(value: str, field: str) -> None:

@@ -12,11 +12,17 @@ from csi_driver.controller import ControllerService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
 from csi_driver.servicers.controller import ControllerServicer
+from csi_driver.node import hostid
+from csi_driver.node.service import NodeConfig, NodeService
 from csi_driver.servicers.identity import IdentityServicer
-from csi_driver.settings import DriverSettings
+from csi_driver.servicers.node import NodeServicer
+from csi_driver.settings import DriverSettings, NodeSettings
 from csi_driver.snapshots import SnapshotService
 from csi_driver.targets import Target, TargetConfig, Targets, connect, load_config
+from nvme_target import portals
 from nvme_target.agent.serve import build_backend, load_kernel_modules
+from sluice_common import runner
+from sluice_common.errors import SluiceError
 from sluice_proto import csi_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -36,13 +42,20 @@ def build_targets(settings: DriverSettings) -> Targets:
 
 def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Server:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[CallLogger()])
-    ready = lambda: True  # noqa: E731 - replaced below when there are targets to ask
+    checks = []
+    inflight = InFlight()
     if settings.controller:
         targets = targets if targets is not None else build_targets(settings)
-        inflight = InFlight()
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(ControllerService(targets, inflight), SnapshotService(targets, inflight)), server)
-        ready = lambda: probe(targets)  # noqa: E731
+        checks.append(lambda: probe(targets))
+    if settings.node is not None:
+        csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(build_node(settings.node, inflight)), server)
+        checks.append(node_ready)
+
+    def ready() -> bool:
+        return all(check() for check in checks)
+
     csi_pb2_grpc.add_IdentityServicer_to_server(
         IdentityServicer(settings.driver_name, settings.controller, ready), server)
     settings.endpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +66,22 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     log.info("csi driver serving", mode=settings.mode, endpoint=str(settings.endpoint),
              driver=settings.driver_name)
     return server
+
+
+def build_node(node: NodeSettings, inflight: InFlight) -> NodeService:
+    try:
+        runner.run(["modprobe", "-a", "nvme-tcp", "nvme-fabrics"], timeout=60)
+    except SluiceError as exc:  # Probe reports it: /dev/nvme-fabrics stays missing
+        log.warning("nvme-tcp not loaded", error=str(exc))
+    host_traddr = portals.interface_address(node.storage_iface) if node.storage_iface else ""
+    config = NodeConfig(state_dir=node.state_dir, topology=dict(node.topology), max_volumes=node.max_volumes,
+                        host_iface=node.storage_iface, host_traddr=host_traddr)
+    return NodeService(hostid.load_or_create(node.nvme_dir), config, inflight)
+
+
+def node_ready() -> bool:
+    """The node can attach volumes when the kernel's NVMe fabrics interface is there."""
+    return os.path.exists("/dev/nvme-fabrics")
 
 
 def probe(targets: Targets) -> bool:

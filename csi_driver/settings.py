@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,22 +19,27 @@ DRIVER_NAME = "csi.sluice.dev"
 
 
 @dataclass(frozen=True)
+class NodeSettings:
+    state_dir: Path = Path("/var/lib/sluice/node")
+    nvme_dir: Path = Path("/etc/nvme")
+    topology: Mapping[str, str] = field(default_factory=dict)
+    max_volumes: int = 256
+    storage_iface: str = ""
+
+
+@dataclass(frozen=True)
 class DriverSettings:
     mode: str = "all"
     endpoint: Path = Path("/csi/csi.sock")
     driver_name: str = DRIVER_NAME
     targets_config: Path | None = None
     local_target: AgentSettings | None = None   # all-in-one: the in-process target
+    node: NodeSettings | None = None            # node and all modes
     log_level: str = "info"
-    extra: dict = field(default_factory=dict)
 
     @property
     def controller(self) -> bool:
         return self.mode in ("controller", "all")
-
-    @property
-    def node(self) -> bool:
-        return self.mode in ("node", "all")
 
 
 def endpoint_path(value: str) -> Path:
@@ -61,6 +66,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--targets-config", type=Path, default=_env("SLUICE_TARGETS_CONFIG"),
                    help="controller: JSON file listing the storage targets (a mounted ConfigMap)")
     p.add_argument("--log-level", default=_env("SLUICE_LOG_LEVEL", "info"))
+    node = p.add_argument_group("node plugin (--mode node, all)")
+    node.add_argument("--node-state-dir", type=Path, default=Path("/var/lib/sluice/node"),
+                      help="where staging-record index entries live")
+    node.add_argument("--nvme-config-dir", type=Path, default=Path(_env("SLUICE_NVME_DIR", "/etc/nvme")),
+                      help="hostnqn and hostid live here (created once if missing)")
+    node.add_argument("--node-topology", action="append", default=[], metavar="KEY=VALUE",
+                      help="this node's topology segment, e.g. csi.sluice.dev/zone=a (repeatable)")
+    node.add_argument("--max-volumes-per-node", type=int, default=256)
+    node.add_argument("--storage-iface", default=_env("SLUICE_STORAGE_IFACE", ""),
+                      help="connect to targets through this network interface (host_iface/host_traddr)")
     local = p.add_argument_group("in-process target (--mode all)")
     local.add_argument("--target-id", default="local")
     local.add_argument("--target-vg", default="sluice")
@@ -90,8 +105,16 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
         ).validate(serving=False)
     elif ns.mode == "controller" and ns.targets_config is None:
         raise InvalidArgument("--mode controller needs --targets-config")
+    node = None
+    if ns.mode in ("node", "all"):
+        if ns.max_volumes_per_node <= 0:
+            raise InvalidArgument("--max-volumes-per-node must be positive")
+        node = NodeSettings(state_dir=ns.node_state_dir, nvme_dir=ns.nvme_config_dir,
+                            topology=_pairs(ns.node_topology, "--node-topology"),
+                            max_volumes=ns.max_volumes_per_node, storage_iface=ns.storage_iface)
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
-                          targets_config=ns.targets_config, local_target=local, log_level=ns.log_level)
+                          targets_config=ns.targets_config, local_target=local, node=node,
+                          log_level=ns.log_level)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

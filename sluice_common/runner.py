@@ -25,8 +25,9 @@ class CommandFailed(BackendFailure):
     """A command exited non-zero or timed out."""
 
     def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
-        tail = stderr.strip().splitlines()[-3:]
-        super().__init__(f"{argv[0]} failed with exit code {returncode}: {' / '.join(tail)}",
+        lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+        gist = lines[:2] + lines[-1:] if len(lines) > 3 else lines  # tools say why first, then usage
+        super().__init__(f"{argv[0]} failed with exit code {returncode}: {' / '.join(gist)}",
                          command=" ".join(argv[:3]), exit_code=returncode)
         self.argv = list(argv)
         self.returncode = returncode

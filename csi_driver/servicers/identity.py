@@ -27,10 +27,10 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
 
     @translate
     def GetPluginCapabilities(self, request, context):
-        caps = [csi.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE))]
+        caps = [csi.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE)),
+                csi.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS))]
         if self.controller:
-            caps += [csi.PluginCapability(service=Service(type=Service.CONTROLLER_SERVICE)),
-                     csi.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS))]
+            caps.append(csi.PluginCapability(service=Service(type=Service.CONTROLLER_SERVICE)))
         return csi.GetPluginCapabilitiesResponse(capabilities=caps)
 
     @translate

@@ -90,6 +90,12 @@ class IdentityControllerConformance:
                                                       volume_capabilities=[block_cap()])).volume
         assert vol.capacity_bytes == 1 * GiB
 
+    def test_xfs_volumes_are_big_enough_for_mkfs_xfs(self, csi):
+        vol = csi.create("pvc-xfs-small", size=64 * MiB, caps=[mount_cap(fs="xfs")])
+        assert vol.capacity_bytes >= 300 * MiB
+        assert code_of(lambda: csi.create("pvc-xfs-tiny", size=64 * MiB, limit=100 * MiB,
+                                          caps=[mount_cap(fs="xfs")])) == C.OUT_OF_RANGE
+
     def test_create_reports_topology(self, csi):
         vol = csi.create("pvc-topo")
         assert len(vol.accessible_topology) == 1

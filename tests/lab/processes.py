@@ -108,3 +108,26 @@ class ControllerProcess(_Process):
             return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
         finally:
             channel.close()
+
+
+class NodeProcess(_Process):
+    """`python -m csi_driver --mode node` with its own host identity (a second "node")."""
+
+    name = "csi node plugin"
+
+    def __init__(self, workdir: Path, zone: str = "lab") -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.endpoint = workdir / "csi.sock"
+        super().__init__([sys.executable, "-m", "csi_driver", "--mode", "node",
+                          "--endpoint", f"unix://{self.endpoint}", "--nvme-config-dir", str(workdir / "nvme"),
+                          "--node-state-dir", str(workdir / "state"),
+                          "--node-topology", f"csi.sluice.dev/zone={zone}"],
+                         workdir / "node.log")
+
+    def ready(self) -> bool:
+        from sluice_proto import csi_pb2, csi_pb2_grpc
+        channel = grpc.insecure_channel(f"unix:{self.endpoint}")
+        try:
+            return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
+        finally:
+            channel.close()

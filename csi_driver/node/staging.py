@@ -1,0 +1,77 @@
+"""Staging records: what NodeStageVolume set up, so NodeUnstageVolume and a restarted
+plugin know what to undo. The record lives beside the staging path (its own file,
+written atomically); an index in the plugin's state directory lets a restarted plugin
+find every record without knowing kubelet's layout."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from sluice_common import statefile
+
+
+@dataclass(frozen=True)
+class StagingRecord:
+    volume_id: str
+    staging_path: str
+    subnqn: str
+    ns_uuid: str
+    portals: str
+    access_type: str          # "block" or "mount"
+    fs_type: str = ""
+    read_only: bool = False
+    context: dict = field(default_factory=dict)     # the volume context (qos.*, nvme.*)
+    publications: tuple[str, ...] = ()              # target paths published from this staging
+
+    def with_publication(self, target: str) -> StagingRecord:
+        return replace(self, publications=tuple(sorted({*self.publications, target})))
+
+    def without_publication(self, target: str) -> StagingRecord:
+        return replace(self, publications=tuple(p for p in self.publications if p != target))
+
+
+def record_path(staging_path: str) -> Path:
+    path = Path(staging_path)
+    return path.parent / f"{path.name}.sluice.json"
+
+
+class StagingStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.index = state_dir / "staged"
+
+    def save(self, record: StagingRecord) -> None:
+        data = asdict(record)
+        data["publications"] = list(record.publications)
+        statefile.write_json(record_path(record.staging_path), data)
+        statefile.write_json(self._index_file(record.volume_id), {"staging_path": record.staging_path})
+
+    def load(self, staging_path: str) -> StagingRecord | None:
+        data = statefile.read_json(record_path(staging_path))
+        if data is None:
+            return None
+        data["publications"] = tuple(data.get("publications", ()))
+        return StagingRecord(**data)
+
+    def find(self, volume_id: str) -> StagingRecord | None:
+        entry = statefile.read_json(self._index_file(volume_id))
+        return self.load(entry["staging_path"]) if entry else None
+
+    def remove(self, record: StagingRecord) -> None:
+        record_path(record.staging_path).unlink(missing_ok=True)
+        self._index_file(record.volume_id).unlink(missing_ok=True)
+
+    def all(self) -> list[StagingRecord]:
+        if not self.index.is_dir():
+            return []
+        records = []
+        for entry in sorted(self.index.glob("*.json")):
+            pointer = statefile.read_json(entry)
+            record = self.load(pointer["staging_path"]) if pointer else None
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _index_file(self, volume_id: str) -> Path:
+        return self.index / (hashlib.sha256(volume_id.encode()).hexdigest()[:32] + ".json")

@@ -1,0 +1,155 @@
+"""End to end through the gRPC sockets, acting as the sidecars and kubelet would, on the
+real kernel: controller + target agent + two node plugins (two host NQNs) in one VM.
+
+Create → ControllerPublish → Stage → Publish → write 64 MiB, fsync, sha256 → Unpublish →
+Unstage → ControllerUnpublish → the second node: publish, stage, publish → same sha256 →
+expand online → snapshot → clone → the clone has the snapshot's data → clean up, with
+nothing left in lvs, configfs, /proc/mounts or /sys/class/nvme. Mount (ext4, xfs) and Block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from sluice_proto import csi_pb2 as pb
+from tests.conformance.client import MiB, Csi, block_cap, mount_cap
+from tests.lab.kernel import lvs_json, port_links, read_block, sluice_subsystems, write_block
+from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
+
+pytestmark = pytest.mark.lab
+KUBELET = Path("/var/lib/kubelet-lab")
+
+
+@pytest.fixture(scope="module")
+def cluster(thin_pool, tmp_path_factory):
+    vg, pool = thin_pool
+    work = tmp_path_factory.mktemp("cluster")
+    agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
+    agent.start()
+    controller = ControllerProcess(work / "controller", [agent])
+    controller.start()
+    nodes = [NodeProcess(work / f"node{i}", zone="z1") for i in (1, 2)]
+    for node in nodes:
+        node.start()
+    channels = [grpc.insecure_channel(f"unix:{p.endpoint}") for p in (controller, *nodes)]
+    yield agent, Csi(channels[0]), [Csi(ch) for ch in channels[1:]]
+    for ch in channels:
+        ch.close()
+    for proc in (*nodes, controller):
+        proc.stop()
+    agent.empty()
+    agent.stop()
+
+
+def paths(volume_id: str) -> tuple[str, str]:
+    key = hashlib.sha256(volume_id.encode()).hexdigest()[:16]
+    staging = KUBELET / "plugins/kubernetes.io/csi/csi.sluice.dev" / key / "globalmount"
+    target = KUBELET / "pods" / str(uuid.uuid4()) / "volumes/kubernetes.io~csi/pvc/mount"
+    return str(staging), str(target)
+
+
+class Attached:
+    """A volume staged and published on one node, as kubelet leaves it for a pod."""
+
+    def __init__(self, ctl: Csi, node: Csi, volume: pb.Volume, cap: pb.VolumeCapability) -> None:
+        self.ctl, self.node, self.volume, self.cap = ctl, node, volume, cap
+        self.node_id = node.node.NodeGetInfo(pb.NodeGetInfoRequest()).node_id
+        self.staging, self.target = paths(volume.volume_id)
+
+    def __enter__(self) -> Attached:
+        ctx = self.ctl.publish(self.volume.volume_id, self.node_id, self.cap)
+        self.node.node.NodeStageVolume(pb.NodeStageVolumeRequest(
+            volume_id=self.volume.volume_id, publish_context=ctx, staging_target_path=self.staging,
+            volume_capability=self.cap, volume_context=self.volume.volume_context), timeout=300)
+        self.node.node.NodePublishVolume(pb.NodePublishVolumeRequest(
+            volume_id=self.volume.volume_id, publish_context=ctx, staging_target_path=self.staging,
+            target_path=self.target, volume_capability=self.cap, volume_context=self.volume.volume_context),
+            timeout=120)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        vid = self.volume.volume_id
+        self.node.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=self.target))
+        self.node.node.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=vid,
+                                                                     staging_target_path=self.staging))
+        self.ctl.unpublish(vid, self.node_id)
+
+    @property
+    def block(self) -> bool:
+        return self.cap.HasField("block")
+
+    def write(self, data: bytes) -> None:
+        if self.block:
+            write_block(self.target, data)
+        else:
+            with open(Path(self.target) / "payload", "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def read_digest(self, length: int) -> str:
+        if self.block:
+            return hashlib.sha256(read_block(self.target, length)).hexdigest()
+        return hashlib.sha256((Path(self.target) / "payload").read_bytes()).hexdigest()
+
+    def stats(self) -> pb.NodeGetVolumeStatsResponse:
+        return self.node.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
+            volume_id=self.volume.volume_id, volume_path=self.target))
+
+
+@pytest.mark.parametrize("cap", [mount_cap(fs="ext4"), mount_cap(fs="xfs"), block_cap()], ids=["ext4", "xfs", "block"])
+def test_volume_travels_between_nodes_grows_and_clones(cluster, cap):
+    agent, ctl, (node1, node2) = cluster
+    kind = cap.mount.fs_type or "block"
+    vol = ctl.create(f"pvc-e2e-{kind}", size=256 * MiB, caps=[cap])
+    payload = os.urandom(64 * MiB)
+    digest = hashlib.sha256(payload).hexdigest()
+
+    with Attached(ctl, node1, vol, cap) as on1:
+        on1.write(payload)
+        stats = on1.stats()
+        assert not stats.volume_condition.abnormal
+        assert stats.usage[0].total > 0
+
+    with Attached(ctl, node2, vol, cap) as on2:
+        assert on2.read_digest(len(payload)) == digest
+        grown = ctl.controller.ControllerExpandVolume(pb.ControllerExpandVolumeRequest(
+            volume_id=vol.volume_id, capacity_range=pb.CapacityRange(required_bytes=512 * MiB),
+            volume_capability=cap))
+        assert grown.node_expansion_required == (not on2.block)
+        size = node2.node.NodeExpandVolume(pb.NodeExpandVolumeRequest(
+            volume_id=vol.volume_id, volume_path=on2.target, staging_target_path=on2.staging,
+            capacity_range=pb.CapacityRange(required_bytes=512 * MiB), volume_capability=cap)).capacity_bytes
+        assert size == grown.capacity_bytes
+        total = on2.stats().usage[0].total
+        assert total > 400 * MiB, f"the {kind} volume must look bigger to the pod after expansion ({total})"
+        snap = ctl.snapshot(f"snap-e2e-{kind}", vol.volume_id)
+        on2.write(os.urandom(64 * MiB))  # the volume moves on; the snapshot must not
+
+    source = pb.VolumeContentSource(snapshot=pb.VolumeContentSource.SnapshotSource(snapshot_id=snap.snapshot_id))
+    clone = ctl.create(f"pvc-e2e-{kind}-clone", size=512 * MiB, caps=[cap], source=source)
+    with Attached(ctl, node1, clone, cap) as on_clone:
+        assert on_clone.read_digest(len(payload)) == digest
+
+    ctl.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snap.snapshot_id))
+    for v in (clone, vol):
+        ctl.delete(v.volume_id)
+    assert_nothing_left(agent)
+
+
+def assert_nothing_left(agent: AgentProcess) -> None:
+    assert [lv["lv_name"] for lv in lvs_json(agent_vg(agent)) if lv["lv_name"] != "pool"] == []
+    assert sluice_subsystems() == [] and port_links() == []
+    assert str(KUBELET) not in Path("/proc/mounts").read_text()
+    assert list(Path("/sys/class/nvme").iterdir()) == []
+
+
+def agent_vg(agent: AgentProcess) -> str:
+    return agent.argv[agent.argv.index("--vg") + 1]
+

@@ -9,7 +9,7 @@ PACKAGES=(
   lvm2 thin-provisioning-tools                      # thin pools
   nvme-cli fio udev                                 # initiator tools, benchmarks, udevd
   e2fsprogs xfsprogs util-linux iproute2 procps     # mkfs, mount, ip, pgrep
-  openssl                                           # test PKI for the agent's TLS
+  openssl fdisk                                     # test PKI for the agent's TLS; sfdisk
 )
 
 missing=()

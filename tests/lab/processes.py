@@ -131,3 +131,22 @@ class NodeProcess(_Process):
             return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
         finally:
             channel.close()
+
+
+class AllInOneProcess(_Process):
+    """`python -m csi_driver --mode all` with its in-process target on a lab VG."""
+
+    name = "all-in-one driver"
+
+    def __init__(self, workdir: Path, vg: str, pool: str) -> None:
+        self.endpoint = workdir / "csi.sock"
+        super().__init__([sys.executable, "-m", "csi_driver", "--mode", "all",
+                          "--endpoint", f"unix://{self.endpoint}", "--target-vg", vg, "--target-pool", pool,
+                          "--target-pv", "/dev/vda", "--target-state-dir", str(workdir / "target"),
+                          "--target-topology", "csi.sluice.dev/zone=solo",
+                          "--nvme-config-dir", str(workdir / "nvme"), "--node-state-dir", str(workdir / "node"),
+                          "--node-topology", "csi.sluice.dev/zone=solo"],
+                         workdir / "all.log")
+
+    def ready(self) -> bool:
+        return NodeProcess.ready(self)  # type: ignore[arg-type]

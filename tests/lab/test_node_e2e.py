@@ -20,7 +20,7 @@ import pytest
 from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, block_cap, mount_cap
 from tests.lab.kernel import lvs_json, port_links, read_block, sluice_subsystems, write_block
-from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
+from tests.lab.processes import AgentProcess, AllInOneProcess, ControllerProcess, NodeProcess
 
 pytestmark = pytest.mark.lab
 KUBELET = Path("/var/lib/kubelet-lab")
@@ -153,3 +153,25 @@ def assert_nothing_left(agent: AgentProcess) -> None:
 def agent_vg(agent: AgentProcess) -> str:
     return agent.argv[agent.argv.index("--vg") + 1]
 
+
+
+def test_all_in_one_mode(thin_pool, tmp_path):
+    """`--mode all`: controller + node + an in-process target in one process, as a
+    single-node install runs it: a volume's whole life through one socket."""
+    vg, pool = thin_pool
+    proc = AllInOneProcess(tmp_path, vg, pool)
+    proc.start()
+    csi = Csi(grpc.insecure_channel(f"unix:{proc.endpoint}"))
+    try:
+        cap = mount_cap(fs="ext4")
+        vol = csi.create("pvc-aio", size=64 * MiB, caps=[cap], parameters={"qos.writeIOPS": "200"})
+        assert vol.volume_id.startswith("local/")
+        with Attached(csi, csi, vol, cap) as attached:
+            assert attached.node_id.startswith("nqn.2014-08.org.nvmexpress:uuid:")
+            attached.write(os.urandom(4 * MiB))
+        csi.delete(vol.volume_id)
+        assert csi.all_volume_ids() == []
+    finally:
+        csi.channel.close()
+        proc.stop()
+    assert sluice_subsystems() == [] and list(Path("/sys/class/nvme").iterdir()) == []

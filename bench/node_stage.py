@@ -30,17 +30,18 @@ from tests.lab.kernel import (  # noqa: E402
 )
 from tests.lab.processes import AgentProcess, NodeProcess  # noqa: E402
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 MiB = 1 << 20
 
 
 def setup() -> tuple[AgentProcess, NodeProcess]:
     sh("modprobe", "-a", "nvmet", "nvmet-tcp", "nvme-tcp", "dm-thin-pool")
-    lvm("pvcreate", "-q", "/dev/vda")
-    lvm("vgcreate", "-q", "benchvg", "/dev/vda")
-    lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "8G", "-n", "pool", "benchvg")
+    lvm("pvcreate", "-q", "/dev/vdb")  # vdb: the create+export bench may have used vda
+    lvm("vgcreate", "-q", "nodebench", "/dev/vdb")
+    lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "8G", "-n", "pool", "nodebench")
     work = Path("/tmp/bench-node")
-    agent = AgentProcess(work / "agent", "benchvg", "pool", "/dev/vda", target_id="local")
+    agent = AgentProcess(work / "agent", "nodebench", "pool", "/dev/vdb", target_id="local",
+                         portal="127.0.0.1:4430")
     agent.start()
     node = NodeProcess(work / "node")
     node.start()

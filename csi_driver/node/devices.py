@@ -9,6 +9,7 @@ nvmeXcYnZ devices have no device number and are skipped.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,13 @@ def size_bytes(device: str) -> int:
     return int((SYS_BLOCK / device / "size").read_text()) * 512
 
 
+@functools.cache
+def _udev_context():
+    import pyudev
+
+    return pyudev.Context()  # loading libudev is the slow part of arming a monitor: once
+
+
 class NamespaceWatch:
     """Arm before connecting; `wait(uuid, timeout)` after."""
 
@@ -50,7 +58,7 @@ class NamespaceWatch:
         try:
             import pyudev
 
-            self._monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="udev")
+            self._monitor = pyudev.Monitor.from_netlink(_udev_context(), source="udev")
             self._monitor.filter_by(subsystem="block")
             self._monitor.start()
         except Exception as exc:  # no udev netlink here: sysfs polling still works
@@ -71,6 +79,6 @@ class NamespaceWatch:
             if remaining <= 0:
                 raise Unavailable(f"namespace {ns_uuid} did not appear within {timeout:.0f} s")
             if self._monitor is not None:
-                self._monitor.poll(timeout=min(remaining, 0.25))
+                self._monitor.poll(timeout=min(remaining, 0.01))  # an event or 10 ms: look again
             else:
                 time.sleep(min(remaining, 0.02))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from csi_driver.node import blkid
 from sluice_common import runner
 from sluice_common.errors import FailedPrecondition, InvalidArgument
 
@@ -14,13 +15,8 @@ MKFS = {
 
 
 def probe(device: str) -> dict[str, str]:
-    """blkid's low-level probe of a device: {} when it holds no signature at all."""
-    result = runner.run(["blkid", "-p", "-o", "export", device], check=False)
-    if result.returncode == 2:
-        return {}
-    if result.returncode != 0:
-        raise FailedPrecondition(f"blkid could not probe {device} (exit {result.returncode})")
-    return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    """libblkid's low-level probe of a device: {} when it holds no signature at all."""
+    return blkid.probe(device)
 
 
 def ensure(device: str, fs: str) -> bool:

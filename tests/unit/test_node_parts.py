@@ -91,3 +91,12 @@ def test_partitioned_device_is_never_formatted(image):
     subprocess.run(["sfdisk", "-q", image], input="label: gpt\n,\n", text=True, check=True)
     with pytest.raises(FailedPrecondition, match="partition table"):
         filesystems.ensure(image, "xfs")
+
+
+def test_in_process_probe_agrees_with_blkid(image):
+    assert filesystems.probe(image) == {}
+    subprocess.run(["mkfs.xfs", "-q", image], check=True)
+    found = filesystems.probe(image)
+    tool = dict(line.split("=", 1) for line in subprocess.run(
+        ["blkid", "-p", "-o", "export", image], capture_output=True, text=True, check=True).stdout.split())
+    assert found["TYPE"] == tool["TYPE"] == "xfs" and found["UUID"] == tool["UUID"]

@@ -18,7 +18,8 @@ import grpc
 import pytest
 
 from sluice_proto import csi_pb2 as pb
-from tests.conformance.client import MiB, Csi, block_cap, mount_cap
+from tests.conformance.client import MiB, Csi, block_cap, error_of, mount_cap
+from tests.conformance.node import NodeConformance
 from tests.lab.kernel import lvs_json, port_links, read_block, sluice_subsystems, write_block
 from tests.lab.processes import AgentProcess, AllInOneProcess, ControllerProcess, NodeProcess
 
@@ -175,3 +176,39 @@ def test_all_in_one_mode(thin_pool, tmp_path):
         csi.channel.close()
         proc.stop()
     assert sluice_subsystems() == [] and list(Path("/sys/class/nvme").iterdir()) == []
+
+
+class TestNodeConformanceOnTheKernel(NodeConformance):
+    @pytest.fixture
+    def node(self, cluster):
+        return cluster[2][0]
+
+
+def test_connect_refused_carries_the_kernels_reason(cluster):
+    agent, ctl, (node1, node2) = cluster
+    cap = mount_cap()
+    vol = ctl.create("pvc-refused", size=64 * MiB, caps=[cap])
+    node1_id = node1.node.NodeGetInfo(pb.NodeGetInfoRequest()).node_id
+    ctx = ctl.publish(vol.volume_id, node1_id, cap)  # published to node1 only
+    staging, _ = paths(vol.volume_id)
+    err = error_of(lambda: node2.node.NodeStageVolume(pb.NodeStageVolumeRequest(
+        volume_id=vol.volume_id, publish_context=ctx, staging_target_path=staging, volume_capability=cap,
+        volume_context=vol.volume_context), timeout=120))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not allowed" in err.details(), err.details()
+    assert list(Path("/sys/class/nvme").iterdir()) == [], "a refused connect leaves no controller"
+    ctl.unpublish(vol.volume_id, node1_id)
+    ctl.delete(vol.volume_id)
+
+
+def test_single_node_single_writer_has_one_publication(cluster):
+    agent, ctl, (node1, _) = cluster
+    cap = mount_cap("SINGLE_NODE_SINGLE_WRITER")
+    vol = ctl.create("pvc-sn-sw", size=64 * MiB, caps=[cap])
+    with Attached(ctl, node1, vol, cap) as attached:
+        _, other_target = paths(vol.volume_id)
+        err = error_of(lambda: node1.node.NodePublishVolume(pb.NodePublishVolumeRequest(
+            volume_id=vol.volume_id, staging_target_path=attached.staging, target_path=other_target,
+            volume_capability=cap)))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    ctl.delete(vol.volume_id)

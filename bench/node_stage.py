@@ -11,9 +11,7 @@ Rounds alternate the two so drift hits both. Prints the medians and plugin/raw.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import report  # noqa: E402
 from csi_driver.node.filesystems import MKFS  # noqa: E402
 from nvme_target.agent.client import AgentClient  # noqa: E402
 from sluice_proto import csi_pb2 as pb  # noqa: E402
@@ -104,17 +103,8 @@ def main() -> int:
     channel.close()
     node.stop()
     agent.stop()
-    p, r = statistics.median(plugin_t), statistics.median(raw_t)
-    result = {"rounds": ROUNDS, "plugin_median_s": round(p, 3), "raw_median_s": round(r, 3),
-              "ratio": round(p / r, 3), "plugin_s": [round(x, 3) for x in plugin_t],
-              "raw_s": [round(x, 3) for x in raw_t]}
-    print(f"NodeStageVolume (ext4, 256 MiB), {ROUNDS} rounds (lab VM, TCG):")
-    print(f"  plugin (gRPC NodeStageVolume)             median {p * 1000:7.0f} ms")
-    print(f"  raw    (fabrics write, wait, mkfs, mount) median {r * 1000:7.0f} ms")
-    print(f"  ratio plugin/raw = {p / r:.2f}   (goal <= 1.15)")
-    out = os.environ.get("LAB_OUT")
-    if out:
-        Path(out, "bench-node-stage.json").write_text(json.dumps(result, indent=1))
+    report("NodeStageVolume (ext4, 256 MiB)", ("gRPC NodeStageVolume", plugin_t),
+           ("fabrics write, wait, mkfs, mount", raw_t), goal=1.15, name="node-stage")
     return 0
 
 

@@ -9,9 +9,7 @@ Rounds alternate the two so drift hits both. Prints the medians and agent/raw.
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import report  # noqa: E402
 from nvme_target.agent.client import AgentClient  # noqa: E402
 from tests.lab.kernel import NVMET, lvm, new_host_nqn, sh, wait_for  # noqa: E402
 
@@ -93,17 +92,8 @@ def main() -> int:
             raw_t.append(raw_create_export(i, host))
     agent.terminate()
     agent.wait()
-    a, r = statistics.median(agent_t), statistics.median(raw_t)
-    result = {"rounds": ROUNDS, "agent_median_s": round(a, 3), "raw_median_s": round(r, 3),
-              "ratio": round(a / r, 3), "agent_s": [round(x, 3) for x in agent_t],
-              "raw_s": [round(x, 3) for x in raw_t]}
-    print(f"create+export, {ROUNDS} rounds (lab VM, TCG):")
-    print(f"  agent (gRPC CreateVolume + ExportVolume)  median {a * 1000:7.0f} ms")
-    print(f"  raw   (lvcreate + configfs writes)        median {r * 1000:7.0f} ms")
-    print(f"  ratio agent/raw = {a / r:.2f}   (goal <= 1.30)")
-    out = os.environ.get("LAB_OUT")
-    if out:
-        Path(out, "bench-target-create-export.json").write_text(json.dumps(result, indent=1))
+    report("create+export of a volume", ("gRPC CreateVolume + ExportVolume", agent_t),
+           ("lvcreate + configfs writes", raw_t), goal=1.30, name="target-create-export")
     return 0
 
 

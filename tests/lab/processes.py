@@ -102,12 +102,7 @@ class ControllerProcess(_Process):
         self.channel: grpc.Channel | None = None
 
     def ready(self) -> bool:
-        from sluice_proto import csi_pb2, csi_pb2_grpc
-        channel = grpc.insecure_channel(f"unix:{self.endpoint}")
-        try:
-            return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
-        finally:
-            channel.close()
+        return csi_probe(self.endpoint)
 
 
 class NodeProcess(_Process):
@@ -125,12 +120,7 @@ class NodeProcess(_Process):
                          workdir / "node.log")
 
     def ready(self) -> bool:
-        from sluice_proto import csi_pb2, csi_pb2_grpc
-        channel = grpc.insecure_channel(f"unix:{self.endpoint}")
-        try:
-            return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
-        finally:
-            channel.close()
+        return csi_probe(self.endpoint)
 
 
 class AllInOneProcess(_Process):
@@ -149,4 +139,15 @@ class AllInOneProcess(_Process):
                          workdir / "all.log")
 
     def ready(self) -> bool:
-        return NodeProcess.ready(self)  # type: ignore[arg-type]
+        return csi_probe(self.endpoint)
+
+
+def csi_probe(endpoint: Path) -> bool:
+    """Whether a CSI driver answers Probe with ready=true on its socket."""
+    from sluice_proto import csi_pb2, csi_pb2_grpc
+
+    channel = grpc.insecure_channel(f"unix:{endpoint}")
+    try:
+        return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
+    finally:
+        channel.close()

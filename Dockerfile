@@ -5,6 +5,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY csi_driver ./csi_driver
 COPY nvme_target ./nvme_target
+COPY sluice_common ./sluice_common
 COPY proto ./proto
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

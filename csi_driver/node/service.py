@@ -8,6 +8,7 @@ rolls back what it did itself: a mount it made, a connection it opened.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,8 +263,6 @@ def _flush(device: str) -> None:
 
 
 def _wait_size(device: str, required: int, timeout: float) -> None:
-    import time
-
     deadline = time.monotonic() + timeout
     while devices.size_bytes(device) < required:
         if time.monotonic() > deadline:

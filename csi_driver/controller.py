@@ -26,6 +26,7 @@ MiB, GiB = 1 << 20, 1 << 30
 DEFAULT_SIZE = 1 * GiB
 XFS_MIN_SIZE = 300 * MiB  # mkfs.xfs refuses anything smaller
 TARGET_KEY = "csi.sluice.dev/target"
+QOS_PREFIX = "qos."
 
 
 class ControllerService:
@@ -37,16 +38,19 @@ class ControllerService:
     def create_volume(self, name: str, required: int, limit: int, caps: list[Capability],
                       parameters: Mapping[str, str], source: ContentSource | None = None,
                       requisite: Sequence[Mapping[str, str]] = (),
-                      preferred: Sequence[Mapping[str, str]] = ()) -> VolumeInfo:
+                      preferred: Sequence[Mapping[str, str]] = (),
+                      mutable: Mapping[str, str] | None = None) -> VolumeInfo:
         validate.name(name)
         require_supported(caps, "volume_capabilities")
         _check_range(required, limit)
         wanted = params.parse(parameters)
+        limits = wanted.qos.merged(params.parse_mutable(mutable or {}))
         with self.inflight.guard(f"volume-name:{name}"):
             found = self._find(name)
             origin = self._origin(source) if source else None
             if found is not None:
-                return self._existing(found, required, limit, wanted, source)
+                self._existing(found, required, limit, wanted, source)
+                return self._info(found[0], self._limit(found[0], found[1], limits))
             pool = [origin[0]] if origin else self.targets.up()
             scored = [(t, t.backend.capacity()) for t in placement.eligible(pool, wanted.pool, requisite)]
             for target, capacity in placement.order(scored, preferred):
@@ -63,8 +67,16 @@ class ControllerService:
                 except NoSpace:
                     continue
                 log.info("volume placed", target=target.id, volume_id=ids.join(target.id, vol.id))
-                return self._info(target, vol)
+                return self._info(target, self._limit(target, vol, limits))
         raise NoSpace("no healthy target with room satisfies the pool and topology requirements")
+
+    @staticmethod
+    def _limit(target: Target, vol: Volume, limits: params.QoS) -> Volume:
+        """Give a new volume its limits at the target. Limits set before (a retry, or a
+        ModifyVolume since) are the target's to keep: a retried create never resets them."""
+        if vol.qos is None and not limits.unlimited:
+            vol = target.backend.set_qos(vol.id, limits)
+        return vol
 
     def _find(self, name: str) -> tuple[Target, Volume] | None:
         for target in self.targets.up():
@@ -128,6 +140,22 @@ class ControllerService:
         node_expansion = not (cap is not None and cap.access_type == "block")
         return vol.size_bytes, node_expansion
 
+    def modify_volume(self, volume_id: str, mutable: Mapping[str, str]) -> params.QoS:
+        """Change a live volume's limits at its target. Nodes that have it published watch
+        the target and apply the new limits to the pods' cgroups within seconds."""
+        _require(volume_id, "volume_id")
+        if not mutable:
+            raise InvalidArgument("mutable_parameters is required")
+        change = params.parse_mutable(mutable)
+        target, vol_id = self._resolve(volume_id)
+        with self.inflight.guard(f"volume:{volume_id}"):
+            vol = target.backend.get_volume(vol_id)
+            limits = vol.limits.merged(change)
+            if vol.qos != limits:
+                vol = target.backend.set_qos(vol_id, limits)
+        log.info("volume limits changed", volume_id=volume_id, **limits.as_params())
+        return vol.limits
+
     def get_volume(self, volume_id: str) -> tuple[VolumeInfo, VolumeStatus]:
         _require(volume_id, "volume_id")
         target, vol_id = self._resolve(volume_id)
@@ -156,10 +184,11 @@ class ControllerService:
             reason = unsupported(cap)
             if reason:
                 return reason
-        if context and dict(context) != dict(info.context):
+        fixed = {k: v for k, v in info.context.items() if not k.startswith(QOS_PREFIX)}
+        if context and {k: v for k, v in context.items() if not k.startswith(QOS_PREFIX)} != fixed:
             return "volume_context does not match the volume"
-        if parameters and params.parse(parameters).as_params() != {
-                k: v for k, v in info.context.items() if k != TARGET_KEY}:
+        if parameters and {k: v for k, v in params.parse(parameters).as_params().items()
+                           if not k.startswith(QOS_PREFIX)} != {k: v for k, v in fixed.items() if k != TARGET_KEY}:
             return "parameters do not match the volume"
         return None
 
@@ -186,7 +215,7 @@ class ControllerService:
             validate.host_nqn(node_id)
         except InvalidArgument:
             raise NotFound(f"node {node_id!r} not found: node ids are host NQNs") from None
-        target.backend.get_volume(vol_id)
+        vol = target.backend.get_volume(vol_id)
         with self.inflight.guard(f"volume:{volume_id}"):
             export = target.backend.get_export(vol_id)
             others = sorted((export.hosts if export else set()) - {node_id})
@@ -195,7 +224,7 @@ class ControllerService:
                                          f"{cap.mode} allows one node")
             export = target.backend.add_host(vol_id, node_id)
         log.info("published", volume_id=volume_id, node_id=node_id)
-        return publish_context(export, readonly or cap.read_only)
+        return publish_context(export, readonly or cap.read_only, vol.limits)
 
     def unpublish(self, volume_id: str, node_id: str) -> None:
         _require(volume_id, "volume_id")
@@ -221,19 +250,24 @@ class ControllerService:
         source = None
         if vol.source is not None:
             source = ContentSource(vol.source.kind, ids.join(target.id, vol.source.id))
+        context = dict(vol.metadata)
+        if vol.qos is not None:  # the limits in force at the target, which may have changed since
+            context = {k: v for k, v in context.items() if not k.startswith(QOS_PREFIX)} | vol.qos.as_params()
         return VolumeInfo(
             volume_id=ids.join(target.id, vol.id), capacity_bytes=vol.size_bytes,
-            context={**vol.metadata, TARGET_KEY: target.id}, source=source,
+            context={**context, TARGET_KEY: target.id}, source=source,
             topology=(dict(target.topology),) if target.topology else (),
         )
 
 
-def publish_context(export: Export, readonly: bool) -> dict[str, str]:
-    """Everything the node needs to connect, as the CSI publish_context."""
+def publish_context(export: Export, readonly: bool, limits: params.QoS) -> dict[str, str]:
+    """Everything the node needs to connect, as the CSI publish_context, and the limits
+    in force now (the node's starting point; it then watches the target for changes)."""
     portals = ",".join(f"[{p.traddr}]:{p.trsvcid}" if p.adrfam == "ipv6" else f"{p.traddr}:{p.trsvcid}"
                        for p in export.portals)
     return {"nvme.transport": "tcp", "nvme.portals": portals, "nvme.subnqn": export.subsystem_nqn,
-            "nvme.nsUUID": export.namespace_uuid, "readonly": "true" if readonly else "false"}
+            "nvme.nsUUID": export.namespace_uuid, "readonly": "true" if readonly else "false",
+            **limits.as_params()}
 
 
 def _status(export: Export | None) -> VolumeStatus:

@@ -10,7 +10,9 @@
 
 Unknown keys are refused (INVALID_ARGUMENT naming the key), except those prefixed
 `csi.storage.k8s.io/` that the sidecars add. The QoS values are normalised (bytes as
-integers) and travel to the node in the volume context; the node enforces them.
+integers) and are kept by the target (Backend.set_qos), which nodes watch; the node
+enforces them with io.max. A VolumeAttributesClass may set the qos.* keys too: at
+creation (mutable_parameters) and later (ControllerModifyVolume).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 
 from csi_driver import quantity
+from nvme_target.model import QoS
 from sluice_common.errors import InvalidArgument
+
+__all__ = ["QoS", "VolumeParams", "parse", "parse_mutable"]
 
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
 MAX_IOPS = 10**9
@@ -32,27 +37,6 @@ NVME_RANGES = {
     "nvme.nrIoQueues": (1, 128),
 }
 POOL = "pool"
-
-
-@dataclass(frozen=True)
-class QoS:
-    read_iops: int | None = None
-    write_iops: int | None = None
-    read_bps: int | None = None
-    write_bps: int | None = None
-
-    def as_params(self) -> dict[str, str]:
-        out = {}
-        for key, attr in {**QOS_IOPS, **QOS_BPS}.items():
-            value = getattr(self, attr)
-            if value is not None:
-                out[key] = str(value)
-        return out
-
-    def merged(self, change: QoS) -> QoS:
-        """These limits with every limit `change` sets replacing ours."""
-        return QoS(**{attr: getattr(change, attr) if getattr(change, attr) is not None else getattr(self, attr)
-                      for attr in (*QOS_IOPS.values(), *QOS_BPS.values())})
 
 
 @dataclass(frozen=True)

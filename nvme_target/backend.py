@@ -8,12 +8,17 @@ are the typed errors of sluice_common.errors, never bare exceptions.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+from nvme_target.changes import ChangeFeed
+from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
+from sluice_common.errors import NotFound
 
 
 class Backend(abc.ABC):
+    changes: ChangeFeed  # bumped by every set_qos; each backend creates its own
+
     # ----------------------------------------------------------------- volumes
     @abc.abstractmethod
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -43,6 +48,32 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
         """Grow (never shrink: a smaller size raises InvalidArgument; equal is a no-op)."""
+
+    @abc.abstractmethod
+    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
+        """Replace the volume's I/O limits (the target keeps them: it is the source of
+        truth nodes watch). A backend that can limit on the target applies them there
+        too. Bumps `changes`. NotFound for a missing volume."""
+
+    def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
+                      tick: float = 1.0) -> Iterator[Volume]:
+        """Yield each of these volumes now, then again whenever its limits change, until
+        `stop` is set. Missing volumes are skipped. Waits on `changes`, never polls storage."""
+        sent: dict[str, QoS | None] = {}
+        seen = -1
+        while not stop.is_set():
+            version = self.changes.version if seen < 0 else self.changes.wait(seen, tick)
+            if version == seen:
+                continue
+            seen = version
+            for volume_id in volume_ids:
+                try:
+                    vol = self.get_volume(volume_id)
+                except NotFound:
+                    continue
+                if volume_id not in sent or sent[volume_id] != vol.qos:
+                    sent[volume_id] = vol.qos
+                    yield vol
 
     # --------------------------------------------------------------- snapshots
     @abc.abstractmethod

@@ -10,6 +10,7 @@ parallel creates of one name make one LV, and the overcommit check cannot race).
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import datetime, UTC
 from pathlib import Path
 from collections.abc import Iterable, Mapping
@@ -18,10 +19,11 @@ import structlog
 
 from nvme_target import lvtags, naming, validate
 from nvme_target.backend import Backend
+from nvme_target.changes import ChangeFeed
 from nvme_target.exports import ExportStore
 from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
-from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
 from nvme_target.nvmet_exports import NvmetExporter
 from sluice_common.errors import (
@@ -45,6 +47,7 @@ class KernelBackend(Backend):
         self.overcommit_ratio = overcommit_ratio
         self.full_percent = full_percent
         self._lvm_lock = threading.Lock()
+        self.changes = ChangeFeed()
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -131,7 +134,24 @@ class KernelBackend(Backend):
             self.view.resized(volume_id, size)
         self.exporter.revalidate(volume_id)
         log.info("volume expanded", volume_id=volume_id, size_bytes=size)
-        return Volume(current.id, current.name, size, current.metadata, current.source)
+        return replace(current, size_bytes=size)
+
+    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
+        """The kernel target has no per-namespace limits: the limits live in an LV tag
+        (the source of truth nodes watch) and the nodes enforce them with io.max."""
+        validate.volume_id(volume_id)
+        with self._lvm_lock:
+            lv = self.view.fresh().get(volume_id)
+            current = lvtags.to_volume(lv)
+            if lv is None or current is None:
+                raise NotFound(f"volume {volume_id} not found")
+            if current.qos != qos:
+                old, new = lvtags.qos_tags(lv), lvtags.qos_tag(qos)
+                self.lvm.retag(volume_id, old, [new])
+                self.view.retagged(volume_id, tuple(t for t in lv.tags if t not in old) + (new,))
+                log.info("volume limits set", volume_id=volume_id, **qos.as_params())
+        self.changes.bump()
+        return replace(current, qos=qos)
 
     # --------------------------------------------------------------- snapshots
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:

@@ -50,6 +50,9 @@ class LvView:
     def resized(self, name: str, size: int) -> None:
         self._mutate(lambda lvs: lvs.__setitem__(name, replace(lvs[name], size=size)) if name in lvs else None)
 
+    def retagged(self, name: str, tags: tuple[str, ...]) -> None:
+        self._mutate(lambda lvs: lvs.__setitem__(name, replace(lvs[name], tags=tags)) if name in lvs else None)
+
     def invalidate(self) -> None:
         with self._lock:
             self._generation += 1

@@ -104,6 +104,10 @@ class Lvm:
     def extend(self, name: str, size: int) -> None:
         runner.run(self._lvm("lvextend", "-q", "-L", f"{size}b", f"{self.vg}/{name}"))
 
+    def retag(self, name: str, remove: Sequence[str], add: Sequence[str]) -> None:
+        deltags = [arg for tag in remove for arg in ("--deltag", tag)]
+        runner.run(self._lvm("lvchange", "-q", *deltags, *_addtags(add), f"{self.vg}/{name}"))
+
     def remove(self, name: str) -> None:
         runner.run(self._lvm("lvremove", "-q", "-y", f"{self.vg}/{name}"))
 

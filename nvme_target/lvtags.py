@@ -6,6 +6,7 @@ Tags use only [A-Za-z0-9._-]; free text (the CSI name, metadata) is hex-encoded:
     sluice.name.<hex of the CSI name>
     sluice.meta.<hex of the metadata as JSON>          (volumes with metadata)
     sluice.src.snapshot.<id> | sluice.src.volume.<id>  (clones; a snapshot's origin volume)
+    sluice.qos.<hex of the limits as JSON>             (volumes whose limits were set)
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import json
 from collections.abc import Mapping
 
 from nvme_target.lvm import LogicalVolume
-from nvme_target.model import Snapshot, Source, Volume
+from nvme_target.model import QoS, Snapshot, Source, Volume
 
-KIND, NAME, META, SRC = "sluice.kind.", "sluice.name.", "sluice.meta.", "sluice.src."
+KIND, NAME, META, SRC, QOS = "sluice.kind.", "sluice.name.", "sluice.meta.", "sluice.src.", "sluice.qos."
 
 
 def volume_tags(name: str, metadata: Mapping[str, str], source: Source | None) -> list[str]:
@@ -32,6 +33,14 @@ def snapshot_tags(name: str, source_volume_id: str) -> list[str]:
     return [KIND + "snapshot", NAME + name.encode().hex(), f"{SRC}volume.{source_volume_id}"]
 
 
+def qos_tag(qos: QoS) -> str:
+    return QOS + json.dumps(qos.as_params(), sort_keys=True, separators=(",", ":")).encode().hex()
+
+
+def qos_tags(lv: LogicalVolume) -> list[str]:
+    return [tag for tag in lv.tags if tag.startswith(QOS)]
+
+
 def kind(lv: LogicalVolume | None) -> str | None:
     return _value(lv, KIND) if lv is not None else None
 
@@ -41,7 +50,10 @@ def to_volume(lv: LogicalVolume | None) -> Volume | None:
         return None
     meta_hex = _value(lv, META)
     metadata = json.loads(bytes.fromhex(meta_hex)) if meta_hex else {}
-    return Volume(id=lv.name, name=_name(lv), size_bytes=lv.size, metadata=metadata, source=_source(lv))
+    qos_hex = _value(lv, QOS)
+    qos = QoS.from_params(json.loads(bytes.fromhex(qos_hex))) if qos_hex is not None else None
+    return Volume(id=lv.name, name=_name(lv), size_bytes=lv.size, metadata=metadata, source=_source(lv),
+                  qos=qos)
 
 
 def to_snapshot(lv: LogicalVolume | None) -> Snapshot | None:

@@ -18,6 +18,41 @@ class Source:
     id: str
 
 
+QOS_KEYS = {"qos.readIOPS": "read_iops", "qos.writeIOPS": "write_iops",
+            "qos.readBPS": "read_bps", "qos.writeBPS": "write_bps"}
+
+
+@dataclass(frozen=True)
+class QoS:
+    """A volume's I/O limits; None is unlimited. IOPS in operations, BPS in bytes per
+    second. The node enforces all four with io.max; a backend that can also limit on the
+    target (SPDK) maps them onto what it has."""
+
+    read_iops: int | None = None
+    write_iops: int | None = None
+    read_bps: int | None = None
+    write_bps: int | None = None
+
+    def as_params(self) -> dict[str, str]:
+        """The StorageClass form: {"qos.readIOPS": "200", ...}, unset limits left out."""
+        return {key: str(getattr(self, attr)) for key, attr in QOS_KEYS.items()
+                if getattr(self, attr) is not None}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> QoS:
+        """The inverse of as_params for already-validated values; other keys are ignored."""
+        return cls(**{attr: int(params[key]) for key, attr in QOS_KEYS.items() if params.get(key)})
+
+    def merged(self, change: QoS) -> QoS:
+        """These limits with every limit `change` sets replacing ours."""
+        return QoS(**{attr: getattr(change, attr) if getattr(change, attr) is not None else getattr(self, attr)
+                      for attr in QOS_KEYS.values()})
+
+    @property
+    def unlimited(self) -> bool:
+        return all(getattr(self, attr) is None for attr in QOS_KEYS.values())
+
+
 @dataclass(frozen=True)
 class Volume:
     id: str
@@ -25,6 +60,11 @@ class Volume:
     size_bytes: int
     metadata: Mapping[str, str] = field(default_factory=dict)
     source: Source | None = None
+    qos: QoS | None = None  # None: never set (unlimited); set with Backend.set_qos
+
+    @property
+    def limits(self) -> QoS:
+        return self.qos if self.qos is not None else QoS()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ CAPABILITIES = (
     RPC.CREATE_DELETE_VOLUME, RPC.PUBLISH_UNPUBLISH_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
     RPC.CREATE_DELETE_SNAPSHOT, RPC.LIST_SNAPSHOTS, RPC.CLONE_VOLUME, RPC.PUBLISH_READONLY,
     RPC.EXPAND_VOLUME, RPC.LIST_VOLUMES_PUBLISHED_NODES, RPC.VOLUME_CONDITION, RPC.GET_VOLUME,
-    RPC.SINGLE_NODE_MULTI_WRITER, RPC.GET_SNAPSHOT,
+    RPC.SINGLE_NODE_MULTI_WRITER, RPC.GET_SNAPSHOT, RPC.MODIFY_VOLUME,
 )
 
 
@@ -41,8 +41,13 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             request.name, request.capacity_range.required_bytes, request.capacity_range.limit_bytes,
             c.capabilities(request.volume_capabilities), dict(request.parameters),
             c.content_source(request.volume_content_source) if request.HasField("volume_content_source") else None,
-            c.topologies(req.requisite), c.topologies(req.preferred))
+            c.topologies(req.requisite), c.topologies(req.preferred), dict(request.mutable_parameters))
         return csi.CreateVolumeResponse(volume=c.volume_pb(info))
+
+    @translate
+    def ControllerModifyVolume(self, request, context):
+        self.volumes.modify_volume(request.volume_id, dict(request.mutable_parameters))
+        return csi.ControllerModifyVolumeResponse()
 
     @translate
     def DeleteVolume(self, request, context):

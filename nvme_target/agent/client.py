@@ -3,15 +3,16 @@ as an in-process backend. gRPC errors come back as the typed errors the agent ra
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
 from nvme_target.agent import convert as c
 from nvme_target.backend import Backend
-from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, TargetInfo, Volume
+from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume
 from sluice_common.grpc_status import from_rpc_error
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
@@ -78,6 +79,33 @@ class AgentClient(Backend):
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
         req = pb.ExpandVolumeRequest(volume_id=volume_id, size_bytes=size_bytes)
         return c.volume(self._call("ExpandVolume", req))
+
+    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
+        return c.volume(self._call("SetQoS", pb.SetQoSRequest(volume_id=volume_id, qos=c.qos_pb(qos))))
+
+    def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
+                      tick: float = 1.0) -> Iterator[Volume]:
+        """The agent's WatchVolumes stream until `stop` is set (which cancels it at
+        once). A typed error ends it when the agent goes away; the caller reconnects."""
+        stream = self._stub.WatchVolumes(pb.WatchVolumesRequest(volume_ids=list(volume_ids)))
+        ended = threading.Event()
+
+        def cancel_on_stop() -> None:
+            while not ended.is_set():
+                if stop.wait(0.25):
+                    stream.cancel()
+                    return
+
+        threading.Thread(target=cancel_on_stop, name="watch-cancel", daemon=True).start()
+        try:
+            for message in stream:
+                yield c.volume(message)
+        except grpc.RpcError as err:
+            if not (stop.is_set() and err.code() == grpc.StatusCode.CANCELLED):
+                raise from_rpc_error(err) from None
+        finally:
+            ended.set()
+            stream.cancel()
 
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
         req = pb.CreateSnapshotRequest(name=name, source_volume_id=source_volume_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, UTC
 
-from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, TargetInfo, Volume
+from nvme_target.model import QOS_KEYS, Capacity, Export, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume
 from sluice_proto import target_pb2 as pb
 
 
@@ -24,14 +24,27 @@ def source(m: pb.Source | None) -> Source | None:
     return Source(kind=m.kind, id=m.id) if m is not None and m.kind else None  # type: ignore[arg-type]
 
 
+def qos_pb(q: QoS | None) -> pb.QoS | None:
+    if q is None:
+        return None
+    return pb.QoS(**{attr: getattr(q, attr) for attr in QOS_KEYS.values() if getattr(q, attr) is not None})
+
+
+def qos(m: pb.QoS | None) -> QoS | None:
+    if m is None:
+        return None
+    return QoS(**{attr: getattr(m, attr) for attr in QOS_KEYS.values() if m.HasField(attr)})
+
+
 def volume_pb(v: Volume) -> pb.Volume:
     return pb.Volume(id=v.id, name=v.name, size_bytes=v.size_bytes, metadata=dict(v.metadata),
-                     source=source_pb(v.source))
+                     source=source_pb(v.source), qos=qos_pb(v.qos))
 
 
 def volume(m: pb.Volume) -> Volume:
     return Volume(id=m.id, name=m.name, size_bytes=m.size_bytes, metadata=dict(m.metadata),
-                  source=source(m.source if m.HasField("source") else None))
+                  source=source(m.source if m.HasField("source") else None),
+                  qos=qos(m.qos if m.HasField("qos") else None))
 
 
 def snapshot_pb(s: Snapshot) -> pb.Snapshot:

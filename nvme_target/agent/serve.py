@@ -46,13 +46,19 @@ def target_info(settings: AgentSettings, backend: Backend) -> TargetInfo:
                       topology=dict(settings.topology), portals=backend.portals(), version=__version__)
 
 
+CALL_WORKERS = 32
+WATCH_STREAMS = 512
+
+
 def start(settings: AgentSettings, backend: KernelBackend | None = None) -> grpc.Server:
     """Restore exports, then start serving. Returns the running server."""
     if backend is None:
         load_kernel_modules()
         backend = build_backend(settings)
     backend.restore()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    # Each node holds one WatchVolumes stream (one worker thread while open); threads
+    # are started on demand, so the ceiling costs nothing until nodes connect.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS))
     target_pb2_grpc.add_TargetAgentServicer_to_server(
         TargetAgentServicer(backend, target_info(settings, backend)), server)
     if settings.socket is not None:

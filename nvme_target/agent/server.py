@@ -3,9 +3,11 @@ typed errors. Every method is one line of conversion around one backend call."""
 
 from __future__ import annotations
 
+import threading
+
 from nvme_target.agent import convert as c
 from nvme_target.backend import Backend
-from nvme_target.model import TargetInfo
+from nvme_target.model import QoS, TargetInfo
 from sluice_common.grpc_status import translate
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
@@ -51,6 +53,17 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
     @translate
     def ExpandVolume(self, request, context):
         return c.volume_pb(self.backend.expand_volume(request.volume_id, request.size_bytes))
+
+    @translate
+    def SetQoS(self, request, context):
+        return c.volume_pb(self.backend.set_qos(request.volume_id, c.qos(request.qos) or QoS()))
+
+    def WatchVolumes(self, request, context):
+        """A stream: errors inside it end the stream and the node reconnects."""
+        stop = threading.Event()
+        context.add_callback(stop.set)  # the node went away or cancelled
+        for vol in self.backend.watch_volumes(list(request.volume_ids), stop):
+            yield c.volume_pb(vol)
 
     @translate
     def CreateSnapshot(self, request, context):

@@ -77,8 +77,20 @@ class Source(_message.Message):
     id: str
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
+class QoS(_message.Message):
+    __slots__ = ("read_iops", "write_iops", "read_bps", "write_bps")
+    READ_IOPS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_IOPS_FIELD_NUMBER: _ClassVar[int]
+    READ_BPS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_BPS_FIELD_NUMBER: _ClassVar[int]
+    read_iops: int
+    write_iops: int
+    read_bps: int
+    write_bps: int
+    def __init__(self, read_iops: _Optional[int] = ..., write_iops: _Optional[int] = ..., read_bps: _Optional[int] = ..., write_bps: _Optional[int] = ...) -> None: ...
+
 class Volume(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "metadata", "source")
+    __slots__ = ("id", "name", "size_bytes", "metadata", "source", "qos")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,12 +103,28 @@ class Volume(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
     metadata: _containers.ScalarMap[str, str]
     source: Source
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
+    qos: QoS
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ...) -> None: ...
+
+class SetQoSRequest(_message.Message):
+    __slots__ = ("volume_id", "qos")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    QOS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    qos: QoS
+    def __init__(self, volume_id: _Optional[str] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ...) -> None: ...
+
+class WatchVolumesRequest(_message.Message):
+    __slots__ = ("volume_ids",)
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VolumeRef(_message.Message):
     __slots__ = ("volume_id",)

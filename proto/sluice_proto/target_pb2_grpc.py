@@ -74,6 +74,16 @@ class TargetAgentStub:
                 request_serializer=sluice__proto_dot_target__pb2.ExpandVolumeRequest.SerializeToString,
                 response_deserializer=sluice__proto_dot_target__pb2.Volume.FromString,
                 _registered_method=True)
+        self.SetQoS = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/SetQoS',
+                request_serializer=sluice__proto_dot_target__pb2.SetQoSRequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Volume.FromString,
+                _registered_method=True)
+        self.WatchVolumes = channel.unary_stream(
+                '/sluice.target.v1.TargetAgent/WatchVolumes',
+                request_serializer=sluice__proto_dot_target__pb2.WatchVolumesRequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Volume.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/sluice.target.v1.TargetAgent/CreateSnapshot',
                 request_serializer=sluice__proto_dot_target__pb2.CreateSnapshotRequest.SerializeToString,
@@ -183,6 +193,21 @@ class TargetAgentServicer:
 
     def ExpandVolume(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQoS(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchVolumes(self, request, context):
+        """The listed volumes now, then each again whenever its limits change. Nodes keep
+        one stream per target open for the volumes they have published: this is how a
+        ControllerModifyVolume reaches the pods' cgroups (CSI has no NodeModifyVolume).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -300,6 +325,16 @@ def add_TargetAgentServicer_to_server(servicer, server):
             'ExpandVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.ExpandVolume,
                     request_deserializer=sluice__proto_dot_target__pb2.ExpandVolumeRequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Volume.SerializeToString,
+            ),
+            'SetQoS': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQoS,
+                    request_deserializer=sluice__proto_dot_target__pb2.SetQoSRequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Volume.SerializeToString,
+            ),
+            'WatchVolumes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchVolumes,
+                    request_deserializer=sluice__proto_dot_target__pb2.WatchVolumesRequest.FromString,
                     response_serializer=sluice__proto_dot_target__pb2.Volume.SerializeToString,
             ),
             'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
@@ -578,6 +613,60 @@ class TargetAgent:
             target,
             '/sluice.target.v1.TargetAgent/ExpandVolume',
             sluice__proto_dot_target__pb2.ExpandVolumeRequest.SerializeToString,
+            sluice__proto_dot_target__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQoS(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/SetQoS',
+            sluice__proto_dot_target__pb2.SetQoSRequest.SerializeToString,
+            sluice__proto_dot_target__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/WatchVolumes',
+            sluice__proto_dot_target__pb2.WatchVolumesRequest.SerializeToString,
             sluice__proto_dot_target__pb2.Volume.FromString,
             options,
             channel_credentials,

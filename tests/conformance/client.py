@@ -35,10 +35,11 @@ class Csi:
         self.node = csi_pb2_grpc.NodeStub(self.channel)
 
     def create(self, name: str, size: int = 64 * MiB, caps=None, parameters=None, source=None,
-               requisite=(), preferred=(), limit: int = 0) -> csi.Volume:
+               requisite=(), preferred=(), limit: int = 0, mutable=None) -> csi.Volume:
         req = csi.CreateVolumeRequest(
             name=name, capacity_range=csi.CapacityRange(required_bytes=size, limit_bytes=limit),
-            volume_capabilities=caps or [mount_cap()], parameters=parameters or {})
+            volume_capabilities=caps or [mount_cap()], parameters=parameters or {},
+            mutable_parameters=mutable or {})
         if source is not None:
             req.volume_content_source.CopyFrom(source)
         for seg in requisite:
@@ -68,6 +69,14 @@ class Csi:
     def unpublish(self, volume_id: str, node_id: str) -> None:
         self.controller.ControllerUnpublishVolume(
             csi.ControllerUnpublishVolumeRequest(volume_id=volume_id, node_id=node_id), timeout=120)
+
+    def modify(self, volume_id: str, mutable: dict[str, str]) -> None:
+        self.controller.ControllerModifyVolume(
+            csi.ControllerModifyVolumeRequest(volume_id=volume_id, mutable_parameters=mutable), timeout=60)
+
+    def context(self, volume_id: str) -> dict[str, str]:
+        got = self.controller.ControllerGetVolume(csi.ControllerGetVolumeRequest(volume_id=volume_id), timeout=60)
+        return dict(got.volume.volume_context)
 
     def snapshot(self, name: str, source_volume_id: str) -> csi.Snapshot:
         return self.controller.CreateSnapshot(

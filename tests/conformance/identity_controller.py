@@ -42,7 +42,54 @@ class IdentityControllerConformance:
             csi_pb2_req("ControllerGetCapabilitiesRequest")).capabilities}
         assert {RPC.CREATE_DELETE_VOLUME, RPC.PUBLISH_UNPUBLISH_VOLUME, RPC.LIST_VOLUMES, RPC.GET_CAPACITY,
                 RPC.CREATE_DELETE_SNAPSHOT, RPC.LIST_SNAPSHOTS, RPC.CLONE_VOLUME, RPC.EXPAND_VOLUME,
-                RPC.GET_VOLUME, RPC.LIST_VOLUMES_PUBLISHED_NODES} <= caps
+                RPC.GET_VOLUME, RPC.LIST_VOLUMES_PUBLISHED_NODES, RPC.MODIFY_VOLUME} <= caps
+
+    # ------------------------------------------------------- ModifyVolume (QoS)
+    def test_modify_changes_the_limits_the_volume_reports_and_publishes(self, csi, node_ids):
+        vol = csi.create("pvc-m1", parameters={"qos.readIOPS": "500", "nvme.ctrlLossTmo": "30"})
+        assert csi.context(vol.volume_id)["qos.readIOPS"] == "500"
+        csi.modify(vol.volume_id, {"qos.readIOPS": "250", "qos.writeBPS": "10Mi"})
+        csi.modify(vol.volume_id, {"qos.readIOPS": "250", "qos.writeBPS": "10Mi"})  # a retry converges
+        ctx = csi.context(vol.volume_id)
+        assert (ctx["qos.readIOPS"], ctx["qos.writeBPS"], ctx["nvme.ctrlLossTmo"]) == ("250", str(10 * MiB), "30")
+        published = csi.publish(vol.volume_id, node_ids[0])
+        assert (published["qos.readIOPS"], published["qos.writeBPS"]) == ("250", str(10 * MiB))
+        assert "qos.writeIOPS" not in published
+        again = csi.create("pvc-m1", parameters={"qos.readIOPS": "500", "nvme.ctrlLossTmo": "30"})
+        assert again.volume_context["qos.readIOPS"] == "250"  # a retried create keeps the change
+        caps = [mount_cap()]
+        valid = csi.controller.ValidateVolumeCapabilities(csi_pb2_req(
+            "ValidateVolumeCapabilitiesRequest", volume_id=vol.volume_id, volume_capabilities=caps,
+            volume_context=dict(vol.volume_context)))
+        assert valid.confirmed.volume_capabilities, "the creation context still validates"
+        csi.unpublish(vol.volume_id, node_ids[0])
+        csi.delete(vol.volume_id)
+
+    def test_create_takes_mutable_parameters_from_a_volume_attributes_class(self, csi):
+        vol = csi.create("pvc-m2", parameters={"qos.readIOPS": "500"},
+                         mutable={"qos.readIOPS": "100", "qos.writeIOPS": "50"})
+        assert (vol.volume_context["qos.readIOPS"], vol.volume_context["qos.writeIOPS"]) == ("100", "50")
+        csi.delete(vol.volume_id)
+
+    @pytest.mark.parametrize("mutable, code, field", [
+        ({}, C.INVALID_ARGUMENT, "mutable_parameters"),
+        ({"qos.readIOPZ": "1"}, C.INVALID_ARGUMENT, "qos.readIOPZ"),
+        ({"nvme.ctrlLossTmo": "30"}, C.INVALID_ARGUMENT, "nvme.ctrlLossTmo"),
+        ({"qos.writeBPS": "lots"}, C.INVALID_ARGUMENT, "qos.writeBPS"),
+        ({"qos.readIOPS": "0"}, C.INVALID_ARGUMENT, "qos.readIOPS"),
+    ])
+    def test_modify_refuses_bad_input_and_changes_nothing(self, csi, mutable, code, field):
+        vol = csi.create("pvc-m3", parameters={"qos.readIOPS": "500"})
+        err = error_of(lambda: csi.modify(vol.volume_id, mutable))
+        assert err.code() == code and field in err.details()
+        assert csi.context(vol.volume_id)["qos.readIOPS"] == "500"
+        csi.delete(vol.volume_id)
+
+    def test_modify_of_a_missing_volume(self, csi):
+        vol = csi.create("pvc-m4")
+        csi.delete(vol.volume_id)
+        assert code_of(lambda: csi.modify(vol.volume_id, {"qos.readIOPS": "1"})) == C.NOT_FOUND
+        assert code_of(lambda: csi.modify("", {"qos.readIOPS": "1"})) == C.INVALID_ARGUMENT
 
     # ------------------------------------------------------------ CreateVolume
     @pytest.mark.parametrize("change, field", [

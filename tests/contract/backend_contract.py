@@ -9,9 +9,11 @@ A subclass provides a `backend` fixture (a fresh, empty backend).
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
-from nvme_target.model import Source
+from nvme_target.model import QoS, Source
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
 MiB = 1 << 20
@@ -22,6 +24,54 @@ UNKNOWN_SNAPSHOT = "s-" + "0" * 32
 
 
 class BackendContract:
+    # --------------------------------------------------------------------- qos
+    def test_limits_are_kept_by_the_target_and_survive_other_changes(self, backend):
+        vol = backend.create_volume("pvc-q", 32 * MiB, {"qos.readIOPS": "500"})
+        assert vol.qos is None and vol.limits == QoS()
+        limited = backend.set_qos(vol.id, QoS(read_iops=500, write_bps=10 * MiB))
+        assert limited.qos == QoS(read_iops=500, write_bps=10 * MiB)
+        assert backend.get_volume(vol.id).qos == limited.qos
+        assert backend.set_qos(vol.id, limited.qos) == limited  # idempotent
+        grown = backend.expand_volume(vol.id, 64 * MiB)
+        assert grown.qos == limited.qos and backend.get_volume(vol.id).qos == limited.qos
+        assert backend.create_volume("pvc-q", 64 * MiB, {"qos.readIOPS": "500"}).qos == limited.qos
+        assert backend.set_qos(vol.id, QoS()).qos == QoS()
+        assert backend.get_volume(vol.id).qos == QoS()
+
+    def test_limits_of_a_missing_volume_are_not_found(self, backend):
+        with pytest.raises(NotFound):
+            backend.set_qos(UNKNOWN_VOLUME, QoS(read_iops=1))
+
+    def test_watch_sends_the_volumes_now_and_each_limit_change(self, backend):
+        a = backend.create_volume("pvc-wa", 32 * MiB)
+        b = backend.create_volume("pvc-wb", 32 * MiB)
+        stop = threading.Event()
+        seen = []
+        got = threading.Semaphore(0)
+
+        def consume():
+            for vol in backend.watch_volumes([a.id, b.id, UNKNOWN_VOLUME], stop, tick=0.1):
+                seen.append((vol.id, vol.qos))
+                got.release()
+
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        try:
+            for _ in range(2):
+                assert got.acquire(timeout=10)
+            assert sorted(seen) == sorted([(a.id, None), (b.id, None)])
+            backend.set_qos(b.id, QoS(write_iops=7))
+            assert got.acquire(timeout=10)
+            assert seen[-1] == (b.id, QoS(write_iops=7))
+            backend.set_qos(b.id, QoS(write_iops=7))  # no change: nothing sent
+            backend.set_qos(a.id, QoS(read_bps=MiB))
+            assert got.acquire(timeout=10)
+            assert seen[2:] == [(b.id, QoS(write_iops=7)), (a.id, QoS(read_bps=MiB))]
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+        assert not worker.is_alive()
+
     # ----------------------------------------------------------------- volumes
     def test_create_get_find_list(self, backend):
         vol = backend.create_volume("pvc-a", 64 * MiB, {"qos.readIOPS": "500"})

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from nvme_target import naming, validate
 from nvme_target.backend import Backend
-from nvme_target.model import Capacity, Export, Health, Portal, Snapshot, Source, Volume
+from nvme_target.changes import ChangeFeed
+from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
 EXTENT = 4 << 20
@@ -29,6 +30,7 @@ class MemoryBackend(Backend):
         self.snapshots: dict[str, Snapshot] = {}
         self.exports: dict[str, frozenset[str]] = {}
         self._lock = threading.RLock()
+        self.changes = ChangeFeed()
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -89,6 +91,15 @@ class MemoryBackend(Backend):
                 vol = replace(vol, size_bytes=size)
                 self.volumes[volume_id] = vol
             return vol
+
+    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
+        validate.volume_id(volume_id)
+        with self._lock:
+            if volume_id not in self.volumes:
+                raise NotFound(f"volume {volume_id} not found")
+            vol = self.volumes[volume_id] = replace(self.volumes[volume_id], qos=qos)
+        self.changes.bump()
+        return vol
 
     # --------------------------------------------------------------- snapshots
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:

@@ -17,7 +17,7 @@ creation (mutable_parameters) and later (ControllerModifyVolume).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 
 from csi_driver import quantity
@@ -77,11 +77,14 @@ def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> Volu
 
 
 def parse_mutable(parameters: Mapping[str, str], field_name: str = "mutable_parameters") -> QoS:
-    """Parameters that may change on a live volume: the qos.* keys only."""
+    """Parameters that may change on a live volume: the qos.* keys only. The value "max"
+    removes that limit (0 in the result: see QoS.merged)."""
     for key in parameters:
         if key not in QOS_IOPS and key not in QOS_BPS:
             raise InvalidArgument(f"{field_name}: {key!r} cannot be changed (only qos.* keys can)")
-    return parse(parameters, field_name).qos
+    removed = {(QOS_IOPS | QOS_BPS)[k]: 0 for k, v in parameters.items() if v == "max"}
+    limits = parse({k: v for k, v in parameters.items() if v != "max"}, field_name).qos
+    return replace(limits, **removed)
 
 
 def _qos_value(key: str, value: str, field_name: str) -> int:

@@ -44,13 +44,16 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[CallLogger()])
     checks = []
     inflight = InFlight()
+    if targets is None and (settings.controller or settings.targets_config is not None):
+        targets = build_targets(settings)
     if settings.controller:
-        targets = targets if targets is not None else build_targets(settings)
+        assert targets is not None
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(ControllerService(targets, inflight), SnapshotService(targets, inflight)), server)
         checks.append(lambda: probe(targets))
     if settings.node is not None:
-        csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(build_node(settings.node, inflight)), server)
+        node = build_node(settings.node, inflight, targets)
+        csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(node), server)
         checks.append(node_ready)
 
     def ready() -> bool:
@@ -62,21 +65,27 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     settings.endpoint.unlink(missing_ok=True)
     server.add_insecure_port(f"unix:{settings.endpoint}")
     server.start()
+    if settings.node is not None:
+        node.start()
     os.chmod(settings.endpoint, 0o660)
     log.info("csi driver serving", mode=settings.mode, endpoint=str(settings.endpoint),
              driver=settings.driver_name)
     return server
 
 
-def build_node(node: NodeSettings, inflight: InFlight) -> NodeService:
+def build_node(node: NodeSettings, inflight: InFlight, targets: Targets | None = None) -> NodeService:
+    """`targets`: watched for live limit changes; without them (a node plugin run without
+    --targets-config) limits change only when a volume is staged again."""
     try:
         runner.run(["modprobe", "-a", "nvme-tcp", "nvme-fabrics"], timeout=60)
     except SluiceError as exc:  # Probe reports it: /dev/nvme-fabrics stays missing
         log.warning("nvme-tcp not loaded", error=str(exc))
     host_traddr = portals.interface_address(node.storage_iface) if node.storage_iface else ""
     config = NodeConfig(state_dir=node.state_dir, topology=dict(node.topology), max_volumes=node.max_volumes,
-                        host_iface=node.storage_iface, host_traddr=host_traddr)
-    return NodeService(hostid.load_or_create(node.nvme_dir), config, inflight)
+                        host_iface=node.storage_iface, host_traddr=host_traddr, cgroup_root=node.cgroup_root)
+    if targets is None:
+        log.warning("no --targets-config: live QoS changes reach this node only when a volume is staged again")
+    return NodeService(hostid.load_or_create(node.nvme_dir), config, inflight, targets)
 
 
 def node_ready() -> bool:

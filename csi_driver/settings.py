@@ -25,6 +25,7 @@ class NodeSettings:
     topology: Mapping[str, str] = field(default_factory=dict)
     max_volumes: int = 256
     storage_iface: str = ""
+    cgroup_root: Path = Path("/sys/fs/cgroup")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the CSI unix socket (default unix:///csi/csi.sock; env CSI_ENDPOINT)")
     p.add_argument("--driver-name", default=_env("SLUICE_DRIVER_NAME", DRIVER_NAME))
     p.add_argument("--targets-config", type=Path, default=_env("SLUICE_TARGETS_CONFIG"),
-                   help="controller: JSON file listing the storage targets (a mounted ConfigMap)")
+                   help="JSON file listing the storage targets (a mounted ConfigMap): the controller "
+                        "places volumes on them; the node watches them for live QoS changes")
     p.add_argument("--log-level", default=_env("SLUICE_LOG_LEVEL", "info"))
     node = p.add_argument_group("node plugin (--mode node, all)")
     node.add_argument("--node-state-dir", type=Path, default=Path("/var/lib/sluice/node"),
@@ -76,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     node.add_argument("--max-volumes-per-node", type=int, default=256)
     node.add_argument("--storage-iface", default=_env("SLUICE_STORAGE_IFACE", ""),
                       help="connect to targets through this network interface (host_iface/host_traddr)")
+    node.add_argument("--cgroup-root", type=Path, default=Path(_env("SLUICE_CGROUP_ROOT", "/sys/fs/cgroup")),
+                      help="the host's cgroup filesystem, where kubelet's pod cgroups are (v2, or v1 with blkio)")
     local = p.add_argument_group("in-process target (--mode all)")
     local.add_argument("--target-id", default="local")
     local.add_argument("--target-vg", default="sluice")
@@ -111,7 +115,8 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
             raise InvalidArgument("--max-volumes-per-node must be positive")
         node = NodeSettings(state_dir=ns.node_state_dir, nvme_dir=ns.nvme_config_dir,
                             topology=_pairs(ns.node_topology, "--node-topology"),
-                            max_volumes=ns.max_volumes_per_node, storage_iface=ns.storage_iface)
+                            max_volumes=ns.max_volumes_per_node, storage_iface=ns.storage_iface,
+                            cgroup_root=ns.cgroup_root)
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
                           targets_config=ns.targets_config, local_target=local, node=node,
                           log_level=ns.log_level)

@@ -44,9 +44,13 @@ class QoS:
         return cls(**{attr: int(params[key]) for key, attr in QOS_KEYS.items() if params.get(key)})
 
     def merged(self, change: QoS) -> QoS:
-        """These limits with every limit `change` sets replacing ours."""
-        return QoS(**{attr: getattr(change, attr) if getattr(change, attr) is not None else getattr(self, attr)
-                      for attr in QOS_KEYS.values()})
+        """These limits with every limit `change` sets replacing ours; a 0 in `change`
+        removes that limit (a VolumeAttributesClass value "max")."""
+        out = {}
+        for attr in QOS_KEYS.values():
+            new = getattr(change, attr)
+            out[attr] = getattr(self, attr) if new is None else (new or None)
+        return QoS(**out)
 
     @property
     def unlimited(self) -> bool:

@@ -8,9 +8,10 @@ rolls back what it did itself: a mount it made, a connection it opened.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -19,8 +20,12 @@ from csi_driver.capabilities import Capability, require_supported
 from csi_driver.locks import InFlight
 from csi_driver.node import devices, fabrics, filesystems, mounts
 from csi_driver.node.hostid import HostIdentity
+from csi_driver.node.limits import PodLimits
+from csi_driver.node.limits_watch import LimitsWatch
 from csi_driver.node.staging import StagingRecord, StagingStore
-from sluice_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from csi_driver.targets import Targets
+from nvme_target.model import QoS
+from sluice_common.errors import Busy, FailedPrecondition, InvalidArgument, NotFound, SluiceError, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +38,11 @@ class NodeConfig:
     host_iface: str = ""
     host_traddr: str = ""
     device_timeout: float = 60.0
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    sync_interval: float = 2.0   # how often limits are re-checked (reconnects, new cgroups)
+
+
+POD_UID_KEY = "csi.storage.k8s.io/pod.uid"
 
 
 @dataclass(frozen=True)
@@ -51,11 +61,73 @@ class Stats:
 
 
 class NodeService:
-    def __init__(self, identity: HostIdentity, config: NodeConfig, inflight: InFlight | None = None) -> None:
+    def __init__(self, identity: HostIdentity, config: NodeConfig, inflight: InFlight | None = None,
+                 targets: Targets | None = None) -> None:
+        """`targets`: the storage nodes to watch for live limit changes (None: limits
+        change only when a volume is staged again)."""
         self.identity = identity
         self.config = config
         self.store = StagingStore(config.state_dir)
         self.inflight = inflight or InFlight()
+        self.limits = PodLimits(config.cgroup_root)
+        self.watch = LimitsWatch(targets, self._watched, self.limits_changed) if targets is not None else None
+        self._stopped = threading.Event()
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Re-apply every published volume's limits (a restarted plugin), then keep them:
+        watch the targets for changes and re-check every few seconds for reconnects."""
+        self.sync_limits()
+        if self.watch is not None:
+            self.watch.start()
+        threading.Thread(target=self._keep_limits, name="limits-sync", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self.watch is not None:
+            self.watch.close()
+
+    def _keep_limits(self) -> None:
+        while not self._stopped.wait(self.config.sync_interval):
+            self.sync_limits()
+
+    def sync_limits(self) -> None:
+        for record in self.store.all():
+            if not record.pod_uids():
+                continue
+            try:
+                with self.inflight.guard(f"volume:{record.volume_id}"):
+                    fresh = self.store.find(record.volume_id)
+                    if fresh is not None:
+                        self.limits.sync(fresh)
+            except Busy:
+                continue  # an operation on it is running; next round
+            except SluiceError as exc:
+                log.warning("limits sync failed", volume_id=record.volume_id, error=str(exc))
+
+    def _watched(self) -> list[str]:
+        return [r.volume_id for r in self.store.all() if r.pod_uids()]
+
+    def limits_changed(self, volume_id: str, limits: QoS) -> None:
+        """The target reports new limits for a volume: record them and apply them to
+        every pod using it (waits for an operation in flight on the volume)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with self.inflight.guard(f"volume:{volume_id}"):
+                    record = self.store.find(volume_id)
+                    if record is None or record.limits == limits:
+                        return
+                    record = replace(record, qos=limits.as_params())
+                    self.store.save(record)
+                    log.info("volume limits changed at the target", volume_id=volume_id, **record.qos)
+                    self.limits.sync(record)
+                    return
+            except Busy:
+                if time.monotonic() > deadline:
+                    log.warning("limits change not applied: volume busy", volume_id=volume_id)
+                    return
+                time.sleep(0.1)
 
     # ------------------------------------------------------------------ info
     def info(self) -> tuple[str, int, Mapping[str, str]]:
@@ -79,16 +151,22 @@ class NodeService:
                     self._mount_staging(device, staging_path, cap)
                 else:
                     Path(staging_path).mkdir(parents=True, exist_ok=True)
-                self.store.save(StagingRecord(
+                before = self.store.load(staging_path)
+                record = StagingRecord(
                     volume_id=volume_id, staging_path=staging_path, subnqn=spec.subnqn, ns_uuid=ns_uuid,
                     portals=publish_context["nvme.portals"], access_type=cap.access_type,
                     fs_type=cap.fs if cap.access_type == "mount" else "", read_only=cap.read_only,
                     context=dict(volume_context),
-                    publications=(self.store.load(staging_path) or _EMPTY).publications))
+                    publications=before.publications if before else (),
+                    pods=before.pods if before else {},
+                    # limits the target sent since win over the (older) publish context
+                    qos=before.qos if before else QoS.from_params(publish_context).as_params())
+                self.store.save(record)
             except Exception:
                 if not already:
                     fabrics.disconnect(spec.subnqn, spec.host_nqn)
                 raise
+            self.limits.sync(record)  # staged again after a reconnect: the device is new
         log.info("staged", volume_id=volume_id, device=device, access_type=cap.access_type)
 
     def _connect_spec(self, pc: Mapping[str, str], vc: Mapping[str, str]) -> tuple[fabrics.ConnectSpec, str]:
@@ -141,7 +219,7 @@ class NodeService:
 
     # --------------------------------------------------------------- publish
     def publish(self, volume_id: str, staging_path: str, target_path: str, cap: Capability | None,
-                readonly: bool) -> None:
+                readonly: bool, volume_context: Mapping[str, str] | None = None) -> None:
         _require(volume_id, "volume_id")
         _require(staging_path, "staging_target_path")
         _require(target_path, "target_path")
@@ -157,11 +235,27 @@ class NodeService:
                 raise FailedPrecondition(f"volume {volume_id} is already published at {others[0]} "
                                          "(SINGLE_NODE_SINGLE_WRITER)")
             read_only = readonly or cap.read_only
+            pod_uid = (volume_context or {}).get(POD_UID_KEY, "")
+            self.limits.check(record, pod_uid)  # before any change: no pod cgroup, no publish
+            mounted_here = False
             if mounts.at(target_path) is None:
                 source = self._publish_source(record, staging_path, target_path)
                 mounts.bind(source, target_path, read_only)
-            self.store.save(record.with_publication(target_path))
-        log.info("published", volume_id=volume_id, target_path=target_path, read_only=read_only)
+                mounted_here = True
+            published = record.with_publication(target_path, pod_uid)
+            self.store.save(published)
+            try:
+                if pod_uid and not published.limits.unlimited:
+                    self.limits.apply(published, pod_uid)
+            except Exception:
+                self.store.save(record)
+                if mounted_here:
+                    mounts.umount(target_path)
+                raise
+        if pod_uid and self.watch is not None:
+            self.watch.refresh()
+        log.info("published", volume_id=volume_id, target_path=target_path, read_only=read_only,
+                 pod_uid=pod_uid, limits=published.qos)
 
     def _publish_source(self, record: StagingRecord, staging_path: str, target_path: str) -> str:
         target = Path(target_path)
@@ -189,9 +283,15 @@ class NodeService:
             elif path.exists():
                 path.unlink()
             record = self.store.find(volume_id)
+            pod_uid = record.pods.get(target_path, "") if record is not None else ""
             if record is not None and target_path in record.publications:
-                self.store.save(record.without_publication(target_path))
-        log.info("unpublished", volume_id=volume_id, target_path=target_path)
+                remaining = record.without_publication(target_path)
+                if pod_uid and pod_uid not in remaining.pod_uids():
+                    self.limits.clear(record, pod_uid)
+                self.store.save(remaining)
+        if pod_uid and self.watch is not None:
+            self.watch.refresh()
+        log.info("unpublished", volume_id=volume_id, target_path=target_path, pod_uid=pod_uid)
 
     # ---------------------------------------------------------- stats/expand
     def stats(self, volume_id: str, volume_path: str) -> Stats:
@@ -241,9 +341,6 @@ class NodeService:
             size = devices.size_bytes(device)
         log.info("expanded on node", volume_id=volume_id, size_bytes=size)
         return size
-
-
-_EMPTY = StagingRecord("", "", "", "", "", "block")
 
 
 def _require(value: str, field: str) -> None:

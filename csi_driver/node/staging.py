@@ -9,6 +9,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from nvme_target.model import QoS
 from sluice_common import statefile
 
 
@@ -22,14 +23,25 @@ class StagingRecord:
     access_type: str          # "block" or "mount"
     fs_type: str = ""
     read_only: bool = False
-    context: dict = field(default_factory=dict)     # the volume context (qos.*, nvme.*)
+    context: dict = field(default_factory=dict)     # the volume context (nvme.*, ...)
     publications: tuple[str, ...] = ()              # target paths published from this staging
+    pods: dict = field(default_factory=dict)        # target path -> pod UID (podInfoOnMount)
+    qos: dict = field(default_factory=dict)         # the limits to enforce (qos.* params form)
 
-    def with_publication(self, target: str) -> StagingRecord:
-        return replace(self, publications=tuple(sorted({*self.publications, target})))
+    def with_publication(self, target: str, pod_uid: str = "") -> StagingRecord:
+        pods = {**self.pods, target: pod_uid} if pod_uid else {k: v for k, v in self.pods.items() if k != target}
+        return replace(self, publications=tuple(sorted({*self.publications, target})), pods=pods)
 
     def without_publication(self, target: str) -> StagingRecord:
-        return replace(self, publications=tuple(p for p in self.publications if p != target))
+        return replace(self, publications=tuple(p for p in self.publications if p != target),
+                       pods={k: v for k, v in self.pods.items() if k != target})
+
+    @property
+    def limits(self) -> QoS:
+        return QoS.from_params(self.qos)
+
+    def pod_uids(self) -> set[str]:
+        return {uid for path, uid in self.pods.items() if uid and path in self.publications}
 
 
 def record_path(staging_path: str) -> Path:

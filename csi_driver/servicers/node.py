@@ -44,7 +44,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodePublishVolume(self, request, context):
         cap = c.capability(request.volume_capability) if request.HasField("volume_capability") else None
         self.node.publish(request.volume_id, request.staging_target_path, request.target_path, cap,
-                          request.readonly)
+                          request.readonly, dict(request.volume_context))
         return csi.NodePublishVolumeResponse()
 
     @translate

@@ -55,6 +55,8 @@ class IdentityControllerConformance:
         published = csi.publish(vol.volume_id, node_ids[0])
         assert (published["qos.readIOPS"], published["qos.writeBPS"]) == ("250", str(10 * MiB))
         assert "qos.writeIOPS" not in published
+        csi.modify(vol.volume_id, {"qos.writeBPS": "max"})  # "max" removes a limit
+        assert "qos.writeBPS" not in csi.context(vol.volume_id)
         again = csi.create("pvc-m1", parameters={"qos.readIOPS": "500", "nvme.ctrlLossTmo": "30"})
         assert again.volume_context["qos.readIOPS"] == "250"  # a retried create keeps the change
         caps = [mount_cap()]

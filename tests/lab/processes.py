@@ -110,13 +110,22 @@ class NodeProcess(_Process):
 
     name = "csi node plugin"
 
-    def __init__(self, workdir: Path, zone: str = "lab") -> None:
+    def __init__(self, workdir: Path, zone: str = "lab", agents: list[AgentProcess] = (),
+                 cgroup_root: Path | None = None) -> None:
+        """`agents`: watched for live limit changes (--targets-config)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.endpoint = workdir / "csi.sock"
+        extra = []
+        if agents:
+            config = workdir / "targets.json"
+            config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
+            extra += ["--targets-config", str(config)]
+        if cgroup_root is not None:
+            extra += ["--cgroup-root", str(cgroup_root)]
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "node",
                           "--endpoint", f"unix://{self.endpoint}", "--nvme-config-dir", str(workdir / "nvme"),
                           "--node-state-dir", str(workdir / "state"),
-                          "--node-topology", f"csi.sluice.dev/zone={zone}"],
+                          "--node-topology", f"csi.sluice.dev/zone={zone}", *extra],
                          workdir / "node.log")
 
     def ready(self) -> bool:

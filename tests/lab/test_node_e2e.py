@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import grpc
 import pytest
 
+from csi_driver.node import devices
 from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, block_cap, error_of, mount_cap
 from tests.conformance.node import NodeConformance
-from tests.lab.kernel import lvs_json, port_links, read_block, sluice_subsystems, write_block
+from tests.lab.attach import Attached, assert_nothing_left, paths
+from tests.lab.kernel import sluice_subsystems
+from tests.lab.pods import make_pod
 from tests.lab.processes import AgentProcess, AllInOneProcess, ControllerProcess, NodeProcess
 
 pytestmark = pytest.mark.lab
-KUBELET = Path("/var/lib/kubelet-lab")
 
 
 @pytest.fixture(scope="module")
@@ -46,62 +47,6 @@ def cluster(thin_pool, tmp_path_factory):
         proc.stop()
     agent.empty()
     agent.stop()
-
-
-def paths(volume_id: str) -> tuple[str, str]:
-    key = hashlib.sha256(volume_id.encode()).hexdigest()[:16]
-    staging = KUBELET / "plugins/kubernetes.io/csi/csi.sluice.dev" / key / "globalmount"
-    target = KUBELET / "pods" / str(uuid.uuid4()) / "volumes/kubernetes.io~csi/pvc/mount"
-    return str(staging), str(target)
-
-
-class Attached:
-    """A volume staged and published on one node, as kubelet leaves it for a pod."""
-
-    def __init__(self, ctl: Csi, node: Csi, volume: pb.Volume, cap: pb.VolumeCapability) -> None:
-        self.ctl, self.node, self.volume, self.cap = ctl, node, volume, cap
-        self.node_id = node.node.NodeGetInfo(pb.NodeGetInfoRequest()).node_id
-        self.staging, self.target = paths(volume.volume_id)
-
-    def __enter__(self) -> Attached:
-        ctx = self.ctl.publish(self.volume.volume_id, self.node_id, self.cap)
-        self.node.node.NodeStageVolume(pb.NodeStageVolumeRequest(
-            volume_id=self.volume.volume_id, publish_context=ctx, staging_target_path=self.staging,
-            volume_capability=self.cap, volume_context=self.volume.volume_context), timeout=300)
-        self.node.node.NodePublishVolume(pb.NodePublishVolumeRequest(
-            volume_id=self.volume.volume_id, publish_context=ctx, staging_target_path=self.staging,
-            target_path=self.target, volume_capability=self.cap, volume_context=self.volume.volume_context),
-            timeout=120)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        vid = self.volume.volume_id
-        self.node.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=self.target))
-        self.node.node.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=vid,
-                                                                     staging_target_path=self.staging))
-        self.ctl.unpublish(vid, self.node_id)
-
-    @property
-    def block(self) -> bool:
-        return self.cap.HasField("block")
-
-    def write(self, data: bytes) -> None:
-        if self.block:
-            write_block(self.target, data)
-        else:
-            with open(Path(self.target) / "payload", "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-
-    def read_digest(self, length: int) -> str:
-        if self.block:
-            return hashlib.sha256(read_block(self.target, length)).hexdigest()
-        return hashlib.sha256((Path(self.target) / "payload").read_bytes()).hexdigest()
-
-    def stats(self) -> pb.NodeGetVolumeStatsResponse:
-        return self.node.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
-            volume_id=self.volume.volume_id, volume_path=self.target))
 
 
 @pytest.mark.parametrize("cap", [mount_cap(fs="ext4"), mount_cap(fs="xfs"), block_cap()], ids=["ext4", "xfs", "block"])
@@ -144,18 +89,6 @@ def test_volume_travels_between_nodes_grows_and_clones(cluster, cap):
     assert_nothing_left(agent)
 
 
-def assert_nothing_left(agent: AgentProcess) -> None:
-    assert [lv["lv_name"] for lv in lvs_json(agent_vg(agent)) if lv["lv_name"] != "pool"] == []
-    assert sluice_subsystems() == [] and port_links() == []
-    assert str(KUBELET) not in Path("/proc/mounts").read_text()
-    assert list(Path("/sys/class/nvme").iterdir()) == []
-
-
-def agent_vg(agent: AgentProcess) -> str:
-    return agent.argv[agent.argv.index("--vg") + 1]
-
-
-
 def test_all_in_one_mode(thin_pool, tmp_path):
     """`--mode all`: controller + node + an in-process target in one process, as a
     single-node install runs it: a volume's whole life through one socket."""
@@ -167,9 +100,15 @@ def test_all_in_one_mode(thin_pool, tmp_path):
         cap = mount_cap(fs="ext4")
         vol = csi.create("pvc-aio", size=64 * MiB, caps=[cap], parameters={"qos.writeIOPS": "200"})
         assert vol.volume_id.startswith("local/")
-        with Attached(csi, csi, vol, cap) as attached:
-            assert attached.node_id.startswith("nqn.2014-08.org.nvmexpress:uuid:")
-            attached.write(os.urandom(4 * MiB))
+        pod = make_pod("systemd", "besteffort")
+        try:
+            with Attached(csi, csi, vol, cap, pod_uid=pod.uid) as attached:
+                assert attached.node_id.startswith("nqn.2014-08.org.nvmexpress:uuid:")
+                attached.write(os.urandom(4 * MiB))
+                device = devices.find_by_uuid(attached.publish_context["nvme.nsUUID"])
+                assert "wiops=200" in pod.io_max(device)
+        finally:
+            pod.remove()
         csi.delete(vol.volume_id)
         assert csi.all_volume_ids() == []
     finally:

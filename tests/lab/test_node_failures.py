@@ -21,7 +21,7 @@ from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, mount_cap
 from tests.lab.kernel import sh, sluice_subsystems, wait_for, wipe_configfs
 from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
-from tests.lab.test_node_e2e import paths
+from tests.lab.attach import paths
 
 pytestmark = pytest.mark.lab
 CAP = mount_cap(fs="ext4")

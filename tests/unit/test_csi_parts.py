@@ -55,6 +55,8 @@ def test_mutable_params_are_qos_only():
     with pytest.raises(InvalidArgument, match="nvme.ctrlLossTmo"):
         params.parse_mutable({"nvme.ctrlLossTmo": "9"})
     assert params.QoS(read_iops=1, write_iops=2).merged(params.QoS(read_iops=5)) == params.QoS(5, 2)
+    removal = params.parse_mutable({"qos.writeIOPS": "max", "qos.readBPS": "1Mi"})
+    assert params.QoS(read_iops=1, write_iops=2).merged(removal) == params.QoS(1, None, 1 << 20)
 
 
 def test_ids():

@@ -12,7 +12,10 @@ cgroup v2: one line per device in `io.max` ("259:3 rbps=… wbps=… riops=… w
 "max" for no limit). Buffered writes are throttled when their pages are written back,
 which v2 charges to the cgroup that dirtied them only if the memory and io controllers
 are both enabled down to the pod; `prepare` makes sure they are.
-cgroup v1 (io controller not on v2): the same limits in blkio.throttle.* files.
+cgroup v1 (io controller not on v2): the same limits in blkio.throttle.* files. v1
+throttling is not hierarchical (a limit holds only for the processes of that very
+cgroup), so on v1 the limits are written to the pod's cgroup and to every container
+cgroup in it, and each container is held to them on its own.
 """
 
 from __future__ import annotations
@@ -100,6 +103,13 @@ class Hierarchy:
                     raise FailedPrecondition(f"cannot enable {'+'.join(missing)} in {control}: "
                                              f"{exc.strerror or exc}") from None
                 log.info("cgroup controllers enabled", cgroup=str(level), controllers=missing)
+
+    def enforced_at(self, pod: Path) -> list[Path]:
+        """Where a pod's limits must be written: v2 the pod's cgroup (limits hold for the
+        whole subtree); v1 the pod's cgroup and every cgroup below it."""
+        if self.version == 2:
+            return [pod]
+        return [pod, *sorted(p for p in pod.rglob("*") if p.is_dir())]
 
     # ------------------------------------------------------------- limits
     def limits(self, cgroup: Path, majmin: str) -> QoS:

@@ -16,7 +16,7 @@ from pathlib import Path
 import structlog
 
 from csi_driver.node import devices
-from csi_driver.node.cgroups import Hierarchy
+from csi_driver.node.cgroups import Hierarchy, pod_cgroup_candidates
 from csi_driver.node.staging import StagingRecord
 from nvme_target.model import QoS
 from sluice_common.errors import FailedPrecondition, Unavailable
@@ -53,6 +53,8 @@ class PodLimits:
     def check(self, record: StagingRecord, pod_uid: str) -> Path | None:
         """Before publishing: the pod's cgroup when the volume has limits to enforce.
         FailedPrecondition when it has limits and the pod or its cgroup is unknown."""
+        if pod_uid:
+            pod_cgroup_candidates(pod_uid)  # InvalidArgument for anything but a pod UID
         if record.limits.unlimited:
             return None
         if not pod_uid:
@@ -65,14 +67,16 @@ class PodLimits:
         """Make the pod's cgroup carry the record's limits for the volume's device.
         Returns the line written, or None when it already did."""
         device = self._device(record)
-        cgroup = self.hierarchy.pod(pod_uid)
+        pod = self.hierarchy.pod(pod_uid)
         majmin = devices.majmin(device)
-        if self.hierarchy.limits(cgroup, majmin) == record.limits:
-            return None
-        self.hierarchy.prepare(cgroup)
-        line = self.hierarchy.set_limits(cgroup, majmin, record.limits)
-        log.info("io limits written", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
-                 device=device, line=line)
+        line = None
+        for cgroup in self.hierarchy.enforced_at(pod):
+            if self.hierarchy.limits(cgroup, majmin) == record.limits:
+                continue
+            self.hierarchy.prepare(cgroup)
+            line = self.hierarchy.set_limits(cgroup, majmin, record.limits)
+            log.info("io limits written", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
+                     device=device, line=line)
         return line
 
     def clear(self, record: StagingRecord, pod_uid: str) -> None:
@@ -82,14 +86,15 @@ class PodLimits:
         if device is None or not pod_uid:
             return
         try:
-            cgroup = self.hierarchy.pod(pod_uid)
+            pod = self.hierarchy.pod(pod_uid)
         except FailedPrecondition:
             return
         majmin = devices.majmin(device)
-        if self.hierarchy.limits(cgroup, majmin) != QoS():
-            line = self.hierarchy.set_limits(cgroup, majmin, QoS())
-            log.info("io limits removed", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
-                     device=device, line=line)
+        for cgroup in self.hierarchy.enforced_at(pod):
+            if self.hierarchy.limits(cgroup, majmin) != QoS():
+                line = self.hierarchy.set_limits(cgroup, majmin, QoS())
+                log.info("io limits removed", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
+                         device=device, line=line)
 
     def sync(self, record: StagingRecord) -> None:
         """apply() for every pod using the volume; problems are logged, not raised (a

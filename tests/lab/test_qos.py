@@ -9,6 +9,7 @@ Processes run in a "container" cgroup inside a pod cgroup laid out as kubelet do
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -42,7 +43,7 @@ def qos_cluster(thin_pool, tmp_path_factory):
     node.start()
     ctl_channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
     node_channel = grpc.insecure_channel(f"unix:{node.endpoint}")
-    yield Csi(ctl_channel), Csi(node_channel), node
+    yield Csi(ctl_channel), Csi(node_channel), node, agent
     ctl_channel.close()
     node_channel.close()
     node.stop()
@@ -88,7 +89,7 @@ KNOBS = [
 
 @pytest.mark.parametrize("knob, key, value, cap, rw, bs, metric, layout", KNOBS, ids=[k[0] for k in KNOBS])
 def test_each_knob_holds_within_5_percent(qos_cluster, pods, knob, key, value, cap, rw, bs, metric, layout):
-    ctl, node, _ = qos_cluster
+    ctl, node, *_ = qos_cluster
     pod = pods(*layout)
     vol = ctl.create(f"pvc-knob-{knob}", size=256 * MiB, caps=[block_cap()], parameters={key: value})
     with Attached(ctl, node, vol, block_cap(), pod_uid=pod.uid) as attached:
@@ -105,7 +106,7 @@ def test_each_knob_holds_within_5_percent(qos_cluster, pods, knob, key, value, c
 def test_buffered_writes_are_held_through_writeback(qos_cluster, pods):
     """Page-cache writes are throttled when written back, charged to the pod that dirtied
     them: the pod's own io.stat shows its data reaching the device at the cap."""
-    ctl, node, _ = qos_cluster
+    ctl, node, *_ = qos_cluster
     pod = pods("systemd", "burstable")
     cap = 8 * MiB
     vol = ctl.create("pvc-buffered", size=256 * MiB, caps=[mount_cap()], parameters={"qos.writeBPS": "8Mi"})
@@ -137,7 +138,7 @@ def written(pod: Pod, majmin: str) -> int:
 
 
 def test_live_modify_is_followed_within_5_seconds(qos_cluster, pods, tmp_path):
-    ctl, node, _ = qos_cluster
+    ctl, node, *_ = qos_cluster
     pod = pods("cgroupfs", "burstable")
     vol = ctl.create("pvc-live", size=256 * MiB, caps=[block_cap()], parameters={"qos.readIOPS": "400"})
     with Attached(ctl, node, vol, block_cap(), pod_uid=pod.uid) as attached:
@@ -176,7 +177,7 @@ def test_live_modify_is_followed_within_5_seconds(qos_cluster, pods, tmp_path):
 
 
 def test_unpublish_removes_restart_keeps_reconnect_reapplies(qos_cluster, pods):
-    ctl, node, node_proc = qos_cluster
+    ctl, node, node_proc, _ = qos_cluster
     pod = pods("systemd", "")
     vol = ctl.create("pvc-lifecycle", size=64 * MiB, caps=[block_cap()], parameters={"qos.readIOPS": "250"})
     with Attached(ctl, node, vol, block_cap(), pod_uid=pod.uid) as attached:
@@ -204,7 +205,7 @@ def test_unpublish_removes_restart_keeps_reconnect_reapplies(qos_cluster, pods):
 
 
 def test_a_pod_without_a_cgroup_is_refused_and_nothing_is_left(qos_cluster, pods):
-    ctl, node, _ = qos_cluster
+    ctl, node, *_ = qos_cluster
     vol = ctl.create("pvc-nopod", size=64 * MiB, caps=[mount_cap()], parameters={"qos.writeIOPS": "100"})
     ghost = Attached(ctl, node, vol, mount_cap(), pod_uid="0b0e5c1e-0000-4000-8000-00000000dead")
     err = error_of(lambda: ghost.__enter__())
@@ -222,7 +223,7 @@ def test_a_pod_without_a_cgroup_is_refused_and_nothing_is_left(qos_cluster, pods
 
 
 def test_limits_report_lists_the_line_in_force_and_io_stat(qos_cluster, pods, tmp_path):
-    ctl, node, node_proc = qos_cluster
+    ctl, node, node_proc, _ = qos_cluster
     pod = pods("systemd", "burstable")
     vol = ctl.create("pvc-report", size=64 * MiB, caps=[block_cap()], parameters={"qos.readBPS": "2Mi"})
     with Attached(ctl, node, vol, block_cap(), pod_uid=pod.uid) as attached:
@@ -236,3 +237,63 @@ def test_limits_report_lists_the_line_in_force_and_io_stat(qos_cluster, pods, tm
         assert row["pod_uid"] == pod.uid and row["device"] == device
         assert f"rbps={2 * MiB}" in row["io_max"] and "rbytes=" in row["io_stat"], row
     ctl.delete(vol.volume_id)
+
+
+def test_cgroup_v1_blkio_nodes_get_the_same_limits(qos_cluster, pods, tmp_path):
+    """A node whose io controller is on cgroup v1: the limits go to blkio.throttle.*."""
+    ctl, _, _, agent = qos_cluster
+    with v1_blkio(tmp_path / "cgroup") as root:
+        node_proc = NodeProcess(tmp_path / "node-v1", zone="z1", agents=[agent], cgroup_root=root)
+        node_proc.start()
+        channel = grpc.insecure_channel(f"unix:{node_proc.endpoint}")
+        try:
+            pod = pods("cgroupfs", "burstable", root=root / "blkio")
+            vol = ctl.create("pvc-v1", size=256 * MiB, caps=[block_cap()], parameters={"qos.readIOPS": "300"})
+            with Attached(ctl, Csi(channel), vol, block_cap(), pod_uid=pod.uid) as attached:
+                majmin = devices.majmin(device_of(attached))
+                throttle = pod.cgroup / "blkio.throttle.read_iops_device"
+                assert f"{majmin} 300" in throttle.read_text()
+                # v1 limits are per cgroup: the container's own file carries them too
+                assert f"{majmin} 300" in (pod.container / "blkio.throttle.read_iops_device").read_text()
+                achieved = fio(pod, attached.target, "randread", "4k")["read"]["iops"]
+                Csi(channel).node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(
+                    volume_id=vol.volume_id, target_path=attached.target))
+                assert majmin not in throttle.read_text(), "unpublish removes the limit"
+                assert majmin not in (pod.container / "blkio.throttle.read_iops_device").read_text()
+            ctl.delete(vol.volume_id)
+            pod.remove()
+        finally:
+            channel.close()
+            node_proc.stop()
+    print(f"QOS-V1 riops cap=300 achieved={achieved:.1f}")
+    assert abs(achieved / 300 - 1) <= 0.05, f"cgroup v1: {achieved:.1f} IOPS against a cap of 300"
+
+
+@contextlib.contextmanager
+def v1_blkio(where: Path):
+    """Take the io controller off cgroup v2 and mount it as a v1 blkio hierarchy at
+    `where`/blkio; give it back to v2 afterwards (a controller lives in one hierarchy)."""
+    for control in sorted(CGROUP.rglob("cgroup.subtree_control"), key=lambda p: -len(p.parts)):
+        if "io" in control.read_text().split():
+            control.write_text("-io")
+    blkio = where / "blkio"
+    blkio.mkdir(parents=True)
+    wait_for(lambda: subprocess.run(["mount", "-t", "cgroup", "-o", "blkio", "none", str(blkio)],
+                                    capture_output=True).returncode == 0, 30, "blkio to mount as cgroup v1",
+             interval=0.5)
+    try:
+        yield where
+    finally:
+        for child in sorted((p for p in blkio.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                child.rmdir()
+        subprocess.run(["umount", str(blkio)], check=True)
+
+        def io_back() -> bool:
+            try:
+                (CGROUP / "cgroup.subtree_control").write_text("+io")
+                return True
+            except OSError:
+                return False
+
+        wait_for(io_back, 60, "io to return to cgroup v2", interval=0.5)

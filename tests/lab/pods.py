@@ -33,8 +33,10 @@ class Pod:
     def io_max(self, device: str) -> str:
         """The pod's io.max line for a block device ("" when it has none)."""
         majmin = devices.majmin(device)
-        return next((ln for ln in (self.cgroup / "io.max").read_text().splitlines()
-                     if ln.split()[0] == majmin), "")
+        io_max = self.cgroup / "io.max"
+        if not io_max.exists():  # the io controller is not enabled for the pod (yet)
+            return ""
+        return next((ln for ln in io_max.read_text().splitlines() if ln.split()[0] == majmin), "")
 
     def remove(self) -> None:
         """rmdir the container, the pod and every parent left empty (as kubelet would)."""

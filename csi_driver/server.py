@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 def build_targets(settings: DriverSettings) -> Targets:
     if settings.local_target is not None:
         local = settings.local_target
-        load_kernel_modules()
+        load_kernel_modules(local)
         backend = build_backend(local)
         backend.restore()
         config = TargetConfig(id=local.target_id, topology=dict(local.topology))

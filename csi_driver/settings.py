@@ -11,7 +11,7 @@ from pathlib import Path
 
 from csi_driver import ids
 from nvme_target import portals
-from nvme_target.settings import AgentSettings
+from nvme_target.settings import BACKENDS, AgentSettings, add_spdk_flags
 from sluice_common.errors import InvalidArgument
 
 MODES = ("controller", "node", "all")
@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
     local.add_argument("--target-state-dir", type=Path, default=Path("/var/lib/sluice/target"))
     local.add_argument("--target-overcommit-ratio", type=float, default=4.0)
     local.add_argument("--target-topology", action="append", default=[], metavar="KEY=VALUE")
+    local.add_argument("--target-backend", choices=BACKENDS, default="kernel")
+    add_spdk_flags(p, "target-")
     return p
 
 
@@ -106,6 +108,8 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
             portals=tuple(ns.target_portal or ("127.0.0.1:4420",)), socket=None, listen=None,
             state_dir=ns.target_state_dir, overcommit_ratio=ns.target_overcommit_ratio,
             target_id=ns.target_id, topology=_pairs(ns.target_topology, "--target-topology"),
+            backend=ns.target_backend, spdk_socket=ns.target_spdk_socket, spdk_base_bdev=ns.target_spdk_base_bdev,
+            spdk_lvstore=ns.target_spdk_lvstore, spdk_aio_file=ns.target_spdk_aio_file,
         ).validate(serving=False)
     elif ns.mode == "controller" and ns.targets_config is None:
         raise InvalidArgument("--mode controller needs --targets-config")

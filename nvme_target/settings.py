@@ -14,6 +14,9 @@ from nvme_target import portals
 from sluice_common.errors import InvalidArgument
 
 
+BACKENDS = ("kernel", "spdk")
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     backend: str = "kernel"
@@ -32,6 +35,10 @@ class AgentSettings:
     target_id: str = field(default_factory=gethostname)
     topology: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "info"
+    spdk_socket: Path = Path("/var/tmp/spdk.sock")
+    spdk_base_bdev: str = ""
+    spdk_lvstore: str = "sluice"
+    spdk_aio_file: str = ""
 
     @property
     def tls(self) -> bool:
@@ -39,8 +46,10 @@ class AgentSettings:
 
     def validate(self, serving: bool = True) -> AgentSettings:
         """Check the settings; `serving=False` for an in-process target (no gRPC)."""
-        if self.backend != "kernel":
-            raise InvalidArgument(f"--backend {self.backend!r} is not available (kernel)")
+        if self.backend not in BACKENDS:
+            raise InvalidArgument(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.backend == "spdk" and not self.spdk_base_bdev:
+            raise InvalidArgument("--backend spdk needs --spdk-base-bdev (the bdev the lvstore lives on)")
         if not self.portals:
             raise InvalidArgument("--portal: at least one NVMe/TCP portal is required")
         for spec in self.portals:
@@ -67,7 +76,8 @@ def _env(name: str, default: str | None = None) -> str | None:
 def parser() -> argparse.ArgumentParser:
     d = AgentSettings.__dataclass_fields__
     p = argparse.ArgumentParser(prog="python -m nvme_target", description="Sluice storage-node agent")
-    p.add_argument("--backend", default=_env("BACKEND", "kernel"), choices=["kernel"])
+    p.add_argument("--backend", default=_env("BACKEND", "kernel"), choices=BACKENDS,
+                   help="kernel: LVM thin pool + kernel nvmet (default); spdk: lvols + SPDK nvmf_tgt")
     p.add_argument("--vg", default=_env("VG", d["vg"].default), help="LVM volume group")
     p.add_argument("--pool", default=_env("POOL", d["pool"].default), help="thin pool LV in the VG")
     p.add_argument("--pv", action="append", dest="pvs", metavar="DEVICE",
@@ -92,7 +102,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", action="append", default=[], metavar="KEY=VALUE",
                    help="this target's topology segment (repeatable)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    add_spdk_flags(p, "")
     return p
+
+
+def add_spdk_flags(p: argparse.ArgumentParser, prefix: str) -> None:
+    """The SPDK backend's flags (prefix "target-" for the driver's all-in-one mode)."""
+    group = p.add_argument_group("SPDK backend (--backend spdk)")
+    group.add_argument(f"--{prefix}spdk-socket", type=Path, default=Path(_env("SPDK_SOCKET", "/var/tmp/spdk.sock")),
+                       help="nvmf_tgt's JSON-RPC socket")
+    group.add_argument(f"--{prefix}spdk-base-bdev", default=_env("SPDK_BASE_BDEV", ""),
+                       help="the bdev the lvstore lives on (e.g. an NVMe bdev nvmf_tgt attached)")
+    group.add_argument(f"--{prefix}spdk-lvstore", default=_env("SPDK_LVSTORE", "sluice"),
+                       help="the lvstore's name (created on the base bdev when missing)")
+    group.add_argument(f"--{prefix}spdk-aio-file", default=_env("SPDK_AIO_FILE", ""),
+                       help="create the base bdev as an aio bdev on this file or block device")
 
 
 def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
@@ -110,4 +134,6 @@ def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
         tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_client_ca=ns.tls_client_ca,
         insecure_listen=ns.insecure_listen, overcommit_ratio=ns.overcommit_ratio,
         target_id=ns.target_id, topology=topology, log_level=ns.log_level,
+        spdk_socket=ns.spdk_socket, spdk_base_bdev=ns.spdk_base_bdev, spdk_lvstore=ns.spdk_lvstore,
+        spdk_aio_file=ns.spdk_aio_file,
     ).validate()

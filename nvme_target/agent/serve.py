@@ -15,6 +15,7 @@ from nvme_target import portals
 from nvme_target.agent.server import TargetAgentServicer
 from nvme_target.backend import Backend
 from nvme_target.kernel_backend import KernelBackend
+from nvme_target.spdk.backend import SpdkBackend, SpdkConfig
 from nvme_target.model import TargetInfo
 from nvme_target.settings import AgentSettings
 from sluice_common import runner
@@ -25,8 +26,12 @@ log = structlog.get_logger(__name__)
 KERNEL_MODULES = ("nvmet", "nvmet-tcp", "dm-thin-pool")
 
 
-def build_backend(settings: AgentSettings) -> KernelBackend:
+def build_backend(settings: AgentSettings) -> Backend:
     resolved = tuple(portals.parse(spec) for spec in settings.portals)
+    if settings.backend == "spdk":
+        config = SpdkConfig(socket=settings.spdk_socket, base_bdev=settings.spdk_base_bdev,
+                            lvstore=settings.spdk_lvstore, aio_file=settings.spdk_aio_file or None)
+        return SpdkBackend(config, resolved, settings.state_dir, overcommit_ratio=settings.overcommit_ratio)
     if not settings.pvs:
         log.warning("no --pv given: LVM scans every block device, including attached NVMe/TCP "
                     "namespaces, which can block while a controller reconnects")
@@ -34,7 +39,10 @@ def build_backend(settings: AgentSettings) -> KernelBackend:
                          overcommit_ratio=settings.overcommit_ratio, pvs=settings.pvs)
 
 
-def load_kernel_modules() -> None:
+def load_kernel_modules(settings: AgentSettings | None = None) -> None:
+    """The kernel backend's modules (an SPDK target needs none: nvmf_tgt is user space)."""
+    if settings is not None and settings.backend != "kernel":
+        return
     try:
         runner.run(["modprobe", "-a", *KERNEL_MODULES], timeout=60)
     except SluiceError as exc:  # reported by health(); the agent still serves what it can
@@ -50,10 +58,10 @@ CALL_WORKERS = 32
 WATCH_STREAMS = 512
 
 
-def start(settings: AgentSettings, backend: KernelBackend | None = None) -> grpc.Server:
+def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Server:
     """Restore exports, then start serving. Returns the running server."""
     if backend is None:
-        load_kernel_modules()
+        load_kernel_modules(settings)
         backend = build_backend(settings)
     backend.restore()
     # Each node holds one WatchVolumes stream (one worker thread while open); threads

@@ -1,5 +1,8 @@
-# Sluice: one image for every mode (controller, node, target agent), chosen by flag.
-# Build stage: a wheel of Sluice and its dependencies.
+# Sluice: one image for every mode, chosen by flag:
+#   controller   python -m csi_driver --mode=controller   (runs as non-root: see deploy/)
+#   node plugin  python -m csi_driver --mode=node         (privileged: mounts, /dev, cgroups)
+#   target agent python -m nvme_target                    (privileged: configfs, LVM)
+# Build stage: wheels of Sluice and its dependencies.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -11,10 +14,17 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Runtime stage: the host tools the node plugin and the target agent drive.
 FROM python:3.11-slim-bookworm
+# Debian bookworm's own versions of the tools (security updates arrive with a rebuild)
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      nvme-cli e2fsprogs xfsprogs util-linux lvm2 thin-provisioning-tools kmod udev \
+      nvme-cli e2fsprogs xfsprogs util-linux mount lvm2 thin-provisioning-tools kmod udev libblkid1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-# The entry point (`python -m csi_driver --mode ...`) is added with the CSI services.
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && groupadd --gid 65532 sluice && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin sluice
+# root by default: the node plugin and the agent need it; the controller's pod sets
+# runAsUser 65532 (deploy/base/11-controller.yaml)
+ENV PYTHONUNBUFFERED=1
+ENTRYPOINT ["python", "-m", "csi_driver"]
+CMD ["--help"]

@@ -19,7 +19,7 @@ deps: ## install missing Debian packages (apt-get)
 $(VENV_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,demo]'
 	touch $@
 
 setup: deps $(VENV_STAMP) ## Debian packages + project virtualenv (.venv) with Sluice installed

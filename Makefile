@@ -8,7 +8,7 @@ LAB_CACHE ?= $(CURDIR)/.lab
 LAB_RUNS  := $(LAB_CACHE)/runs
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help setup deps lab unit lab-test test smoke bench proto lint clean
+.PHONY: help setup deps lab unit lab-test test smoke demo bench sanity image proto lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -42,10 +42,22 @@ test: lab ## everything: unit tests, then the lab tests; fails if either fails
 	$(PY) lab/summary.py $(LAB_CACHE)/unit-junit.xml $(LAB_RUNS)/test/junit.xml || rc=1; \
 	exit $$rc
 
-smoke: lab ## the lab smoke run: a real kernel exporting a thin LV over NVMe/TCP under io.max
+demo: lab ## the main job: Sluice's story on a real kernel (QoS isolation, snapshots, live caps, expansion)
+	@rm -rf $(LAB_RUNS)/demo
+	$(PY) lab/vm.py --out $(LAB_RUNS)/demo -- $(PY) demo/run.py
+	@echo "report above; latency timeline: $(LAB_RUNS)/demo/demo-latency.png"
+
+smoke: lab ## the first smoke run: a thin LV exported over NVMe/TCP and held by io.max
 	@rm -rf $(LAB_RUNS)/smoke
 	$(PY) lab/vm.py --out $(LAB_RUNS)/smoke -- \
 	  $(PY) -m pytest -m lab -p no:cacheprovider -v --junitxml=$(LAB_RUNS)/smoke/junit.xml tests/lab/test_smoke.py
+
+sanity: lab ## csi-sanity against the driver in the lab (needs a csi-sanity binary on PATH)
+	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py
+
+image: ## build the container image (needs a Docker engine)
+	@command -v docker >/dev/null || { echo "no docker here: the image is built in CI or on a workstation"; exit 2; }
+	docker build -t ghcr.io/sluice-dev/sluice:0.1.0 .
 
 bench: lab ## benchmarks in the lab VM, each printing ratios measured side by side
 	@rm -rf $(LAB_RUNS)/bench
@@ -56,7 +68,7 @@ proto: setup ## regenerate the committed gRPC stubs from proto/
 	cd proto && ../$(PY) -m sluice_proto._generate
 
 lint: setup ## static checks (ruff)
-	$(PY) -m ruff check csi_driver nvme_target sluice_common lab tests bench proto/sluice_proto/_generate.py
+	$(PY) -m ruff check csi_driver nvme_target sluice_common lab tests bench demo proto/sluice_proto/_generate.py
 
 clean: ## remove the virtualenv and the lab cache
 	rm -rf $(VENV) $(LAB_CACHE)

@@ -146,7 +146,12 @@ class SpdkBackend(Backend):
             pass
 
     def restore(self) -> None:
-        self.sync()
+        """At agent start: replay now if nvmf_tgt answers; if it does not (yet), the
+        first call that reaches it replays (a new connection always does)."""
+        try:
+            self.sync()
+        except Unavailable as exc:
+            log.warning("SPDK not answering at start; will replay when it does", error=str(exc))
 
     def health(self) -> Health:
         try:

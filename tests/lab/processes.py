@@ -137,11 +137,11 @@ class AllInOneProcess(_Process):
 
     name = "all-in-one driver"
 
-    def __init__(self, workdir: Path, vg: str, pool: str) -> None:
+    def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda") -> None:
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "all",
                           "--endpoint", f"unix://{self.endpoint}", "--target-vg", vg, "--target-pool", pool,
-                          "--target-pv", "/dev/vda", "--target-state-dir", str(workdir / "target"),
+                          "--target-pv", pv, "--target-state-dir", str(workdir / "target"),
                           "--target-topology", "csi.sluice.dev/zone=solo",
                           "--nvme-config-dir", str(workdir / "nvme"), "--node-state-dir", str(workdir / "node"),
                           "--node-topology", "csi.sluice.dev/zone=solo"],

@@ -216,3 +216,16 @@ def test_the_spdk_backend_needs_its_base_bdev():
         from_args(["--backend", "spdk", "--socket", "/tmp/x.sock"])
     settings = from_args(["--backend", "spdk", "--spdk-base-bdev", "Nvme0n1", "--socket", "/tmp/x.sock"])
     assert (settings.backend, settings.spdk_base_bdev, settings.spdk_lvstore) == ("spdk", "Nvme0n1", "sluice")
+
+
+def test_an_agent_started_before_nvmf_tgt_replays_when_it_comes(tmp_path):
+    config = SpdkConfig(socket=tmp_path / "later.sock", base_bdev="base0", aio_file=IMAGE)
+    backend = SpdkBackend(config, (PORTAL,), tmp_path / "state")
+    backend.restore()  # nothing there: warns, does not fail
+    assert not backend.health().ready
+    server = FakeSpdkServer(tmp_path / "later.sock", FakeSpdk({IMAGE: 4 * GiB}))
+    try:
+        vol = backend.create_volume("pvc-late", 64 * MiB)
+        assert backend.health().ready and backend.get_volume(vol.id).name == "pvc-late"
+    finally:
+        server.stop()

@@ -146,6 +146,7 @@ def main() -> int:
                     ("lvcreate", "-q", "--type", "thin-pool", "-L", "8G", "-n", pool, vg)):
             sh(cmd[0], "--devices", pv, *cmd[1:])
     work = Path("/tmp/sluice-demo")
+    work.mkdir(parents=True, exist_ok=True)
     proc = AllInOneProcess(work, vg, pool, pv=pv)
     proc.start()
     csi = Csi(grpc.insecure_channel(f"unix:{proc.endpoint}"))

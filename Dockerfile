@@ -1,7 +1,7 @@
-# Sluice: one image for every mode, chosen by flag:
-#   controller   python -m csi_driver --mode=controller   (runs as non-root: see deploy/)
-#   node plugin  python -m csi_driver --mode=node         (privileged: mounts, /dev, cgroups)
-#   target agent python -m nvme_target                    (privileged: configfs, LVM)
+# Sluice: one image for every mode, chosen by flag (the `sluice` entry point):
+#   controller   sluice --mode=controller   (runs as non-root: see deploy/)
+#   node plugin  sluice --mode=node         (privileged: mounts, /dev, cgroups)
+#   target agent sluice --mode=agent        (privileged: configfs, LVM)
 # Build stage: wheels of Sluice and its dependencies.
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
@@ -26,5 +26,5 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
 # root by default: the node plugin and the agent need it; the controller's pod sets
 # runAsUser 65532 (deploy/base/11-controller.yaml)
 ENV PYTHONUNBUFFERED=1
-ENTRYPOINT ["python", "-m", "csi_driver"]
+ENTRYPOINT ["sluice"]
 CMD ["--help"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from nvme_target.model import Export
+
 NQN_PREFIX = "nqn.2026-11.dev.sluice"
 _UUID_NAMESPACE = uuid.UUID("6c5c1f0e-7d1b-4c8e-9a52-51c3e0b6d0a1")  # Sluice's own, fixed forever
 VOLUME_PREFIX = "v-"
@@ -56,3 +58,10 @@ def is_snapshot_id(value: str) -> bool:
 def _is_id(value: str, prefix: str) -> bool:
     rest = value[len(prefix):]
     return value.startswith(prefix) and len(rest) == 32 and all(c in "0123456789abcdef" for c in rest)
+
+
+def export(vol_id: str, portals: tuple, hosts) -> Export:
+    """What a volume's export looks like to a host: everything derives from the id."""
+    return Export(volume_id=vol_id, subsystem_nqn=subsystem_nqn(vol_id), namespace_uuid=namespace_uuid(vol_id),
+                  namespace_nguid=namespace_nguid(vol_id), serial=serial(vol_id), portals=tuple(portals),
+                  hosts=frozenset(hosts))

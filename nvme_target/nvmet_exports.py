@@ -137,10 +137,5 @@ class NvmetExporter:
         return port
 
     def _describe(self, volume_id: str, hosts: Iterable[str]) -> Export:
-        return Export(
-            volume_id=volume_id, subsystem_nqn=naming.subsystem_nqn(volume_id),
-            namespace_uuid=naming.namespace_uuid(volume_id),
-            namespace_nguid=naming.namespace_nguid(volume_id), serial=naming.serial(volume_id),
-            portals=self.portals, hosts=frozenset(hosts),
-        )
+        return naming.export(volume_id, self.portals, hosts)
 

@@ -444,9 +444,7 @@ class SpdkBackend(Backend):
         return [self._describe(v, h) for v, h in sorted(self.state.exports.items())]
 
     def _describe(self, vol_id: str, hosts: frozenset[str]) -> Export:
-        return Export(volume_id=vol_id, subsystem_nqn=naming.subsystem_nqn(vol_id),
-                      namespace_uuid=naming.namespace_uuid(vol_id), namespace_nguid=naming.namespace_nguid(vol_id),
-                      serial=naming.serial(vol_id), portals=self._portals, hosts=frozenset(hosts))
+        return naming.export(vol_id, self._portals, hosts)
 
     def _subsystem(self, nqn: str) -> dict | None:
         try:

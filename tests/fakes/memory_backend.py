@@ -198,6 +198,4 @@ class MemoryBackend(Backend):
                           f"({provisioned} of {limit} bytes provisioned)")
 
     def _describe(self, volume_id: str) -> Export:
-        return Export(volume_id, naming.subsystem_nqn(volume_id), naming.namespace_uuid(volume_id),
-                      naming.namespace_nguid(volume_id), naming.serial(volume_id), self._portals,
-                      self.exports[volume_id])
+        return naming.export(volume_id, self._portals, self.exports[volume_id])

@@ -32,7 +32,7 @@ def launch(argv: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, *argv], stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait(check, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+def wait(check, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()
@@ -50,7 +50,7 @@ def test_the_agent_serves_an_spdk_target(spdk, tmp_path):
     proc = launch(["-m", "nvme_target", "--backend", "spdk", "--spdk-socket", str(spdk.path),
                    "--spdk-base-bdev", "base0", "--spdk-aio-file", IMAGE, "--socket", str(sock),
                    "--state-dir", str(tmp_path / "state"), "--target-id", "spdk-a"], tmp_path / "agent.log")
-    client = AgentClient(f"unix:{sock}", timeout=10)
+    client = AgentClient(f"unix:{sock}", timeout=60)
     try:
         wait(lambda: client.health().ready, proc, tmp_path / "agent.log")
         assert client.info().backend == "spdk"

@@ -25,7 +25,7 @@ from csi_driver.node.limits_watch import LimitsWatch
 from csi_driver.node.staging import StagingRecord, StagingStore
 from csi_driver.targets import Targets
 from nvme_target.model import QoS
-from sluice_common.errors import Busy, FailedPrecondition, InvalidArgument, NotFound, SluiceError, Unavailable
+from sluice_common.errors import FailedPrecondition, InvalidArgument, NotFound, SluiceError, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +72,8 @@ class NodeService:
         self.limits = PodLimits(config.cgroup_root)
         self.watch = LimitsWatch(targets, self._watched, self.limits_changed) if targets is not None else None
         self._stopped = threading.Event()
+        self._locks_lock = threading.Lock()
+        self._record_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -95,15 +97,17 @@ class NodeService:
         for record in self.store.all():
             if not record.pod_uids():
                 continue
+            lock = self._record_lock(record.volume_id)
+            if not lock.acquire(blocking=False):
+                continue  # a CSI call is working on it; next round
             try:
-                with self.inflight.guard(f"volume:{record.volume_id}"):
-                    fresh = self.store.find(record.volume_id)
-                    if fresh is not None:
-                        self.limits.sync(fresh)
-            except Busy:
-                continue  # an operation on it is running; next round
+                fresh = self.store.find(record.volume_id)
+                if fresh is not None:
+                    self.limits.sync(fresh)
             except SluiceError as exc:
                 log.warning("limits sync failed", volume_id=record.volume_id, error=str(exc))
+            finally:
+                lock.release()
 
     def _watched(self) -> list[str]:
         return [r.volume_id for r in self.store.all() if r.pod_uids()]
@@ -111,23 +115,28 @@ class NodeService:
     def limits_changed(self, volume_id: str, limits: QoS) -> None:
         """The target reports new limits for a volume: record them and apply them to
         every pod using it (waits for an operation in flight on the volume)."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with self.inflight.guard(f"volume:{volume_id}"):
-                    record = self.store.find(volume_id)
-                    if record is None or record.limits == limits:
-                        return
-                    record = replace(record, qos=limits.as_params())
-                    self.store.save(record)
-                    log.info("volume limits changed at the target", volume_id=volume_id, **record.qos)
-                    self.limits.sync(record)
-                    return
-            except Busy:
-                if time.monotonic() > deadline:
-                    log.warning("limits change not applied: volume busy", volume_id=volume_id)
-                    return
-                time.sleep(0.1)
+        lock = self._record_lock(volume_id)
+        if not lock.acquire(timeout=300):
+            log.warning("limits change not applied yet: volume busy", volume_id=volume_id)
+            return
+        try:
+            record = self.store.find(volume_id)
+            if record is None or record.limits == limits:
+                return
+            record = replace(record, qos=limits.as_params())
+            self.store.save(record)
+            log.info("volume limits changed at the target", volume_id=volume_id, **record.qos)
+            self.limits.sync(record)
+        finally:
+            lock.release()
+
+    def _record_lock(self, volume_id: str) -> threading.Lock:
+        """Serializes changes to a volume's staging record and its io.max lines between
+        the CSI calls (which also hold the InFlight guard, so they never wait on each
+        other) and the background limit keeping (which must never make a CSI call
+        answer ABORTED). One small lock per volume seen since start."""
+        with self._locks_lock:
+            return self._record_locks.setdefault(volume_id, threading.Lock())
 
     # ------------------------------------------------------------------ info
     def info(self) -> tuple[str, int, Mapping[str, str]]:
@@ -143,7 +152,7 @@ class NodeService:
             raise InvalidArgument("volume_capability is required")
         require_supported([cap], "volume_capability")
         spec, ns_uuid = self._connect_spec(publish_context, volume_context)
-        with self.inflight.guard(f"volume:{volume_id}"):
+        with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             already = bool(fabrics.controllers(spec.subnqn, spec.host_nqn))
             device = self._attach(spec, ns_uuid)
             try:
@@ -204,7 +213,7 @@ class NodeService:
     def unstage(self, volume_id: str, staging_path: str) -> None:
         _require(volume_id, "volume_id")
         _require(staging_path, "staging_target_path")
-        with self.inflight.guard(f"volume:{volume_id}"):
+        with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             record = self.store.load(staging_path) or self.store.find(volume_id)
             if mounts.at(staging_path) is not None:
                 os.sync()
@@ -226,7 +235,7 @@ class NodeService:
         if cap is None:
             raise InvalidArgument("volume_capability is required")
         require_supported([cap], "volume_capability")
-        with self.inflight.guard(f"volume:{volume_id}"):
+        with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             record = self.store.load(staging_path)
             if record is None:
                 raise FailedPrecondition(f"volume {volume_id} is not staged at {staging_path}")
@@ -274,7 +283,7 @@ class NodeService:
     def unpublish(self, volume_id: str, target_path: str) -> None:
         _require(volume_id, "volume_id")
         _require(target_path, "target_path")
-        with self.inflight.guard(f"volume:{volume_id}"):
+        with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             if mounts.at(target_path) is not None:
                 mounts.umount(target_path)
             path = Path(target_path)
@@ -329,7 +338,7 @@ class NodeService:
         record = self.store.find(volume_id)
         if record is None:
             raise NotFound(f"volume {volume_id} is not staged on this node")
-        with self.inflight.guard(f"volume:{volume_id}"):
+        with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             device = devices.find_by_uuid(record.ns_uuid)
             if device is None:
                 raise Unavailable(f"namespace {record.ns_uuid} of {volume_id} is not attached")

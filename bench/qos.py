@@ -34,6 +34,7 @@ from tests.lab.attach import Attached  # noqa: E402
 from tests.lab.kernel import sh, wait_for  # noqa: E402
 from tests.lab.pods import CGROUP, Pod, make_pod  # noqa: E402
 from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess  # noqa: E402
+from tests.lab.workloads import fio_args, inference, inference_during_burst  # noqa: E402
 
 DISK = os.environ.get("BENCH_QOS_DISK", "/dev/vdc")
 SECONDS = int(os.environ.get("BENCH_QOS_SECONDS", "12"))
@@ -41,32 +42,16 @@ CAP = os.environ.get("BENCH_QOS_CAP", "8Mi")  # the checkpoint's qos.writeBPS in
 GOAL = 1.5
 
 
-def fio_args(name: str, target: str, *args: str) -> list[str]:
-    return ["fio", "--output-format=json", f"--name={name}", f"--filename={target}", "--ioengine=libaio",
-            "--direct=1", *args]
-
-
-def inference(pod: Pod, target: str) -> dict:
-    out = pod.run(*fio_args("inference", target, "--rw=randread", "--bs=4k", "--iodepth=1", "--size=256M",
-                            "--time_based", f"--runtime={SECONDS}", "--ramp_time=1", "--percentile_list=50:99"),
-                  timeout=300)
-    clat = json.loads(out.stdout)["jobs"][0]["read"]["clat_ns"]
-    pct = clat["percentile"]
-    return {"p50_us": pct["50.000000"] / 1000, "p99_us": pct["99.000000"] / 1000, "mean_us": clat["mean"] / 1000}
+def inference_alone(pod: Pod, target: str) -> dict:
+    return inference(pod, target, SECONDS, "--size=256M", "--ramp_time=1")
 
 
 def with_burst(inf_pod: Pod, inf_target: str, ckpt_pod: Pod, ckpt_target: str) -> tuple[dict, float]:
-    burst = ckpt_pod.popen(*fio_args("checkpoint", ckpt_target, "--rw=write", "--bs=128k", "--iodepth=32",
-                                     "--time_based", f"--runtime={SECONDS + 4}"))
-    time.sleep(2)
-    latency = inference(inf_pod, inf_target)
-    out, err = burst.communicate(timeout=300)
-    if burst.returncode != 0:
-        raise RuntimeError(f"checkpoint fio failed: {err}")
-    return latency, json.loads(out)["jobs"][0]["write"]["bw_bytes"]
+    return inference_during_burst(inf_pod, inf_target, ckpt_pod, ckpt_target, SECONDS, "--size=256M",
+                                  "--ramp_time=1")
 
 
-def knob_accuracy(ctl: Csi, vol, pod: Pod, target: str) -> list[dict]:
+def knob_accuracy(ctl: Csi, vol, pod: Pod, target: str, device: str) -> list[dict]:
     knobs = [("qos.readIOPS", "300", 300, "randread", "4k", "read", "iops"),
              ("qos.writeIOPS", "300", 300, "randwrite", "4k", "write", "iops"),
              ("qos.readBPS", "4Mi", 4 * MiB, "read", "64k", "read", "bw_bytes"),
@@ -74,7 +59,7 @@ def knob_accuracy(ctl: Csi, vol, pod: Pod, target: str) -> list[dict]:
     rows = []
     for key, value, cap, rw, bs, side, metric in knobs:
         ctl.modify(vol.volume_id, {k: (value if k == key else "max") for k, *_ in knobs})
-        wait_for(lambda k=key, c=cap: _io_max_has(pod, target, k, c), 10, f"{key} in io.max", interval=0.1)
+        wait_for(lambda k=key, c=cap: _io_max_has(pod, device, k, c), 10, f"{key} in io.max", interval=0.1)
         out = pod.run(*fio_args("knob", target, f"--rw={rw}", f"--bs={bs}", "--iodepth=16", "--time_based",
                                 "--runtime=6", "--ramp_time=2"), timeout=300)
         achieved = json.loads(out.stdout)["jobs"][0][side][metric]
@@ -85,17 +70,12 @@ def knob_accuracy(ctl: Csi, vol, pod: Pod, target: str) -> list[dict]:
 IO_MAX_KEY = {"qos.readIOPS": "riops", "qos.writeIOPS": "wiops", "qos.readBPS": "rbps", "qos.writeBPS": "wbps"}
 
 
-def _io_max_has(pod: Pod, target: str, key: str, cap: int) -> bool:
-    return f"{IO_MAX_KEY[key]}={cap}" in pod.io_max(_device_of(target))
+def _io_max_has(pod: Pod, device: str, key: str, cap: int) -> bool:
+    return f"{IO_MAX_KEY[key]}={cap}" in pod.io_max(device)
 
 
-def _device_of(target: str) -> str:
-    st = os.stat(target)
-    majmin = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-    for disk in Path("/sys/block").glob("nvme*n*"):
-        if (disk / "dev").exists() and (disk / "dev").read_text().strip() == majmin:
-            return disk.name
-    raise RuntimeError(f"no block device for {target}")
+def _device_of(attached: Attached) -> str:
+    return devices.find_by_uuid(attached.publish_context["nvme.nsUUID"])
 
 
 def try_iocost(device: str, inf_pod: Pod, ckpt_pod: Pod) -> str:
@@ -132,27 +112,27 @@ def main() -> int:
             Attached(ctl, nodecsi, ckpt_vol, block_cap(), pod_uid=ckpt_pod.uid) as ckpt:
         inf_pod.run("dd", "if=/dev/urandom", f"of={inf.target}", "bs=1M", "count=256", "oflag=direct",
                     timeout=300)  # the "model"
-        results["alone"] = inference(inf_pod, inf.target)
+        results["alone"] = inference_alone(inf_pod, inf.target)
         results["burst_uncapped"], results["ckpt_bw_uncapped"] = with_burst(inf_pod, inf.target, ckpt_pod,
                                                                             ckpt.target)
         ctl.modify(ckpt_vol.volume_id, {"qos.writeBPS": CAP})
         t0 = time.monotonic()
-        wait_for(lambda: _io_max_has(ckpt_pod, ckpt.target, "qos.writeBPS", _bytes(CAP)), 10,
+        wait_for(lambda: _io_max_has(ckpt_pod, _device_of(ckpt), "qos.writeBPS", _bytes(CAP)), 10,
                  "the cap in io.max", interval=0.05)
         results["cap_applied_after_s"] = round(time.monotonic() - t0, 2)
         results["burst_capped"], results["ckpt_bw_capped"] = with_burst(inf_pod, inf.target, ckpt_pod,
                                                                         ckpt.target)
         ctl.modify(ckpt_vol.volume_id, {"qos.writeBPS": "max"})
-        wait_for(lambda: "wbps=" not in ckpt_pod.io_max(_device_of(ckpt.target)), 10, "the cap to go",
+        wait_for(lambda: "wbps=" not in ckpt_pod.io_max(_device_of(ckpt)), 10, "the cap to go",
                  interval=0.05)
-        why_not = try_iocost(_device_of(inf.target), inf_pod, ckpt_pod)
+        why_not = try_iocost(_device_of(inf), inf_pod, ckpt_pod)
         if not why_not:
             results["burst_iocost"], results["ckpt_bw_iocost"] = with_burst(inf_pod, inf.target, ckpt_pod,
                                                                             ckpt.target)
-            (CGROUP / "io.cost.qos").write_text(f"{devices.majmin(_device_of(inf.target))} enable=0")
+            (CGROUP / "io.cost.qos").write_text(f"{devices.majmin(_device_of(inf))} enable=0")
         else:
             results["iocost"] = why_not
-        results["knobs"] = knob_accuracy(ctl, ckpt_vol, ckpt_pod, ckpt.target)
+        results["knobs"] = knob_accuracy(ctl, ckpt_vol, ckpt_pod, ckpt.target, _device_of(ckpt))
     for vol in (inf_vol, ckpt_vol):
         ctl.delete(vol.volume_id)
     for pod in (inf_pod, ckpt_pod):

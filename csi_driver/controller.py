@@ -17,12 +17,12 @@ from csi_driver.model import CapacityInfo, ContentSource, VolumeInfo, VolumeStat
 from csi_driver.targets import Target, Targets
 from nvme_target import validate
 from nvme_target.model import Export, Source, Volume
+from sluice_common.units import GiB, MiB, round_up
 from sluice_common.errors import (
     AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange,
 )
 
 log = structlog.get_logger(__name__)
-MiB, GiB = 1 << 20, 1 << 30
 DEFAULT_SIZE = 1 * GiB
 XFS_MIN_SIZE = 300 * MiB  # mkfs.xfs refuses anything smaller
 TARGET_KEY = "csi.sluice.dev/target"
@@ -55,7 +55,7 @@ class ControllerService:
             scored = [(t, t.backend.capacity()) for t in placement.eligible(pool, wanted.pool, requisite)]
             for target, capacity in placement.order(scored, preferred):
                 default = origin[2] if origin else min(limit or DEFAULT_SIZE, DEFAULT_SIZE)
-                size = _round_up(max(required or default, _min_size(caps)), capacity.allocation_unit_bytes)
+                size = round_up(max(required or default, _min_size(caps)), capacity.allocation_unit_bytes)
                 if limit and size > limit:
                     raise OutOfRange(f"capacity_range: {required or limit} bytes rounded up to the "
                                      f"{capacity.allocation_unit_bytes}-byte unit exceed limit_bytes {limit}")
@@ -130,7 +130,7 @@ class ControllerService:
         target, vol_id = self._resolve(volume_id)
         with self.inflight.guard(f"volume:{volume_id}"):
             unit = target.backend.capacity().allocation_unit_bytes
-            size = _round_up(required or limit, unit)
+            size = round_up(required or limit, unit)
             if limit and size > limit:
                 raise OutOfRange(f"capacity_range: {size} bytes (rounded) exceed limit_bytes {limit}")
             current = target.backend.get_volume(vol_id).size_bytes
@@ -296,8 +296,3 @@ def _check_range(required: int, limit: int) -> None:
         raise InvalidArgument("capacity_range: required_bytes and limit_bytes must not be negative")
     if limit and required > limit:
         raise OutOfRange(f"capacity_range: required_bytes {required} exceeds limit_bytes {limit}")
-
-
-def _round_up(value: int, unit: int) -> int:
-    unit = unit or 1
-    return -(-value // unit) * unit

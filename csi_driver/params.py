@@ -21,15 +21,15 @@ from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 
 from csi_driver import quantity
-from nvme_target.model import QoS
+from nvme_target.model import QOS_KEYS, QoS
 from sluice_common.errors import InvalidArgument
 
 __all__ = ["QoS", "VolumeParams", "parse", "parse_mutable"]
 
 SIDECAR_PREFIX = "csi.storage.k8s.io/"
 MAX_IOPS = 10**9
-QOS_IOPS = {"qos.readIOPS": "read_iops", "qos.writeIOPS": "write_iops"}
-QOS_BPS = {"qos.readBPS": "read_bps", "qos.writeBPS": "write_bps"}
+QOS_IOPS = {k: v for k, v in QOS_KEYS.items() if k.endswith("IOPS")}
+QOS_BPS = {k: v for k, v in QOS_KEYS.items() if k.endswith("BPS")}
 NVME_RANGES = {
     "nvme.ctrlLossTmo": (1, 3600),
     "nvme.reconnectDelay": (1, 300),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from tests.lab.attach import Attached  # noqa: E402
 from tests.lab.kernel import lvs_json, port_links, sh, sluice_subsystems, wait_for  # noqa: E402
 from tests.lab.pods import Pod, make_pod  # noqa: E402
 from tests.lab.processes import AllInOneProcess  # noqa: E402
+from tests.lab.workloads import inference, inference_during_burst  # noqa: E402
 
 CHECKPOINT_CLASS = {"qos.writeIOPS": "4000", "nvme.ctrlLossTmo": "120"}   # uncapped bandwidth at first
 INFERENCE_CLASS = {"qos.readIOPS": "20000", "nvme.ctrlLossTmo": "30"}
@@ -48,30 +48,8 @@ def say(text: str) -> None:
     print(f"   {text}", flush=True)
 
 
-def fio(pod: Pod, *args: str, timeout: float = 600) -> dict:
-    out = pod.run("fio", "--output-format=json", "--ioengine=libaio", "--direct=1", *args, timeout=timeout)
-    return json.loads(out.stdout)["jobs"][0]
-
-
-def inference_phase(pod: Pod, model: str, seconds: int, log: Path) -> dict:
-    job = fio(pod, "--name=inference", f"--filename={model}", "--rw=randread", "--bs=4k", "--iodepth=1",
-              "--time_based", f"--runtime={seconds}", "--percentile_list=50:99",
-              f"--write_lat_log={log}", "--log_avg_msec=200", "--log_unix_epoch=1")
-    pct = job["read"]["clat_ns"]["percentile"]
-    return {"p50": pct["50.000000"] / 1000, "p99": pct["99.000000"] / 1000}
-
-
-def burst(pod: Pod, target: str, seconds: int):
-    return pod.popen("fio", "--output-format=json", "--name=checkpoint", f"--filename={target}", "--rw=write",
-                     "--bs=128k", "--iodepth=32", "--ioengine=libaio", "--direct=1", "--time_based",
-                     f"--runtime={seconds + 3}")
-
-
-def finish(proc) -> float:
-    out, err = proc.communicate(timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"checkpoint fio failed: {err}")
-    return json.loads(out)["jobs"][0]["write"]["bw_bytes"] / MiB
+def lat_log(log: Path) -> tuple[str, ...]:
+    return (f"--write_lat_log={log}", "--log_avg_msec=200", "--log_unix_epoch=1")
 
 
 def lat_samples(log: Path) -> list[tuple[float, float]]:
@@ -170,22 +148,18 @@ def main() -> int:
         step(f"2. inference reads (4k random, qd1) next to a checkpoint burst (128k seq writes, qd32), "
              f"{ns.seconds} s each")
         logs = [Path(f"/tmp/demo-lat-{i}") for i in range(3)]
-        alone = inference_phase(pods["infer"], model, ns.seconds, logs[0])
-        b = burst(pods["train"], a_ckpt.target, ns.seconds)
-        time.sleep(2)
-        uncapped = inference_phase(pods["infer"], model, ns.seconds, logs[1])
-        bw_uncapped = finish(b)
+        alone = inference(pods["infer"], model, ns.seconds, *lat_log(logs[0]))
+        uncapped, bw_uncapped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
+                                                       ns.seconds, *lat_log(logs[1]))
         csi.modify(ckpt.volume_id, {"qos.writeBPS": CAP})
         wait_for(lambda: "wbps=" in pods["train"].io_max(ckpt_dev), 5, "the cap in io.max", interval=0.05)
-        b = burst(pods["train"], a_ckpt.target, ns.seconds)
-        time.sleep(2)
-        capped = inference_phase(pods["infer"], model, ns.seconds, logs[2])
-        bw_capped = finish(b)
+        capped, bw_capped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
+                                                   ns.seconds, *lat_log(logs[2]))
         say(f"{'phase':<40}{'p50 us':>9}{'p99 us':>9}{'p99 vs alone':>14}{'checkpoint MiB/s':>18}")
         for label, lat, bw in (("inference alone", alone, None), ("+ checkpoint, uncapped", uncapped, bw_uncapped),
                                (f"+ checkpoint, writeBPS={CAP} (set live)", capped, bw_capped)):
-            shown = f"{bw:18.1f}" if bw is not None else f"{'-':>18}"
-            say(f"{label:<40}{lat['p50']:9.0f}{lat['p99']:9.0f}{lat['p99'] / alone['p99']:14.2f}{shown}")
+            shown = f"{bw / MiB:18.1f}" if bw is not None else f"{'-':>18}"
+            say(f"{label:<40}{lat['p50_us']:9.0f}{lat['p99_us']:9.0f}{lat['p99_us'] / alone['p99_us']:14.2f}{shown}")
         say(draw([("alone", lat_samples(logs[0])), ("checkpoint uncapped", lat_samples(logs[1])),
                   (f"checkpoint capped {CAP}/s", lat_samples(logs[2]))], ns.out / "demo-latency.png"))
 

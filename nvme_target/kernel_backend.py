@@ -26,6 +26,7 @@ from nvme_target.lvm import LogicalVolume, Lvm
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
 from nvme_target.nvmet_exports import NvmetExporter
+from sluice_common.units import round_up
 from sluice_common.errors import (
     AlreadyExists, BackendFailure, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
 )
@@ -59,7 +60,7 @@ class KernelBackend(Backend):
         with self._lvm_lock:
             lvs = self.view.current()
             pool = self._pool(lvs)
-            size = _round_up(size_bytes, pool.extent_size)
+            size = round_up(size_bytes, pool.extent_size)
             if vol_id in lvs:
                 return self._same_volume(lvs[vol_id], name, size, meta, source)
             if source is not None:
@@ -123,7 +124,7 @@ class KernelBackend(Backend):
             if current is None:
                 raise NotFound(f"volume {volume_id} not found")
             pool = self._pool(lvs)
-            size = _round_up(size_bytes, pool.extent_size)
+            size = round_up(size_bytes, pool.extent_size)
             if size < current.size_bytes:
                 raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
                                       f"({current.size_bytes} bytes): volumes only grow")
@@ -339,9 +340,3 @@ class KernelBackend(Backend):
 
 def _provisioned(lvs: dict[str, LogicalVolume]) -> int:
     return sum(lv.size for lv in lvs.values() if lvtags.kind(lv) == "volume")
-
-
-def _round_up(value: int, unit: int) -> int:
-    unit = unit or 1
-    return -(-value // unit) * unit
-

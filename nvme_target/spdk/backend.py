@@ -34,13 +34,13 @@ from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, S
 from nvme_target.spdk.qos import spdk_limits
 from nvme_target.spdk.rpc import SpdkRpc
 from nvme_target.spdk.state import SpdkState
+from sluice_common.units import MiB, ceil_div, round_up
 from sluice_common.errors import (
     AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
     Unavailable,
 )
 
 log = structlog.get_logger(__name__)
-MiB = 1 << 20
 MODEL = "Sluice"
 
 
@@ -172,7 +172,7 @@ class SpdkBackend(Backend):
         meta = validate.metadata(metadata)
         vol_id = naming.volume_id(name)
         cluster = self._lvstore()["cluster_size"]
-        size = -(-size_bytes // cluster) * cluster
+        size = round_up(size_bytes, cluster)
         with self._lock:
             rec = self.state.volumes.get(vol_id)
             existing = self._size(vol_id)
@@ -199,7 +199,7 @@ class SpdkBackend(Backend):
 
     def _make_lvol(self, vol_id: str, size: int, source: Source | None) -> None:
         if source is None:
-            self._call("bdev_lvol_create", lvol_name=vol_id, size_in_mib=-(-size // MiB),
+            self._call("bdev_lvol_create", lvol_name=vol_id, size_in_mib=ceil_div(size, MiB),
                        lvs_name=self.config.lvstore, thin_provision=True)
             return
         snapshot = source.id
@@ -212,7 +212,7 @@ class SpdkBackend(Backend):
                 pass  # made by an earlier try
         self._call("bdev_lvol_clone", snapshot_name=self._alias(snapshot), clone_name=vol_id)
         if size > (self._size(vol_id) or 0):
-            self._call("bdev_lvol_resize", name=self._alias(vol_id), size_in_mib=-(-size // MiB))
+            self._call("bdev_lvol_resize", name=self._alias(vol_id), size_in_mib=ceil_div(size, MiB))
 
     def _origin(self, source: Source) -> int:
         known = self.state.snapshots if source.kind == "snapshot" else self.state.volumes
@@ -274,7 +274,7 @@ class SpdkBackend(Backend):
         with self._lock:
             current = self.get_volume(volume_id)
             cluster = self._lvstore()["cluster_size"]
-            size = -(-size_bytes // cluster) * cluster
+            size = round_up(size_bytes, cluster)
             if size < current.size_bytes:  # SPDK would shrink it: Sluice never does
                 raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
                                       f"({current.size_bytes} bytes): volumes only grow")

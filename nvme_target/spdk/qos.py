@@ -16,15 +16,14 @@ Sluice node) still cannot take more:
 from __future__ import annotations
 
 from nvme_target.model import QoS
-
-MiB = 1 << 20
+from sluice_common.units import MiB, ceil_div, round_up
 KEYS = ("rw_ios_per_sec", "rw_mbytes_per_sec", "r_mbytes_per_sec", "w_mbytes_per_sec")
 
 
 def spdk_limits(qos: QoS) -> dict[str, int]:
     rw_ios = 0
     if qos.read_iops and qos.write_iops:
-        rw_ios = -(-(qos.read_iops + qos.write_iops) // 1000) * 1000
+        rw_ios = round_up(qos.read_iops + qos.write_iops, 1000)
     return {"rw_ios_per_sec": rw_ios, "rw_mbytes_per_sec": 0,
-            "r_mbytes_per_sec": -(-qos.read_bps // MiB) if qos.read_bps else 0,
-            "w_mbytes_per_sec": -(-qos.write_bps // MiB) if qos.write_bps else 0}
+            "r_mbytes_per_sec": ceil_div(qos.read_bps, MiB) if qos.read_bps else 0,
+            "w_mbytes_per_sec": ceil_div(qos.write_bps, MiB) if qos.write_bps else 0}

@@ -15,6 +15,7 @@ from nvme_target import naming, validate
 from nvme_target.backend import Backend
 from nvme_target.changes import ChangeFeed
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
+from sluice_common.units import round_up
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
 EXTENT = 4 << 20
@@ -39,7 +40,7 @@ class MemoryBackend(Backend):
         validate.size(size_bytes)
         meta = validate.metadata(metadata)
         vol_id = naming.volume_id(name)
-        size = -(-size_bytes // EXTENT) * EXTENT
+        size = round_up(size_bytes, EXTENT)
         with self._lock:
             if vol_id in self.volumes:
                 have = self.volumes[vol_id]
@@ -82,7 +83,7 @@ class MemoryBackend(Backend):
         validate.size(size_bytes)
         with self._lock:
             vol = self.get_volume(volume_id)
-            size = -(-size_bytes // EXTENT) * EXTENT
+            size = round_up(size_bytes, EXTENT)
             if size < vol.size_bytes:
                 raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
                                       f"({vol.size_bytes} bytes): volumes only grow")

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 from collections.abc import Callable
 
+from csi_driver.node import devices
+
 T = TypeVar("T")
 NVMET = Path("/sys/kernel/config/nvmet")
 SCRATCH_DISKS = ("/dev/vda", "/dev/vdb")  # blank sparse disks attached by lab/vm.py for every run
@@ -84,13 +86,7 @@ def controllers_for(subnqn: str) -> list[str]:
 
 def block_device_with_uuid(ns_uuid: str) -> str | None:
     """The visible namespace block device (the multipath head, nvmeXnY) with this UUID."""
-    for disk in Path("/sys/block").glob("nvme*n*"):
-        try:
-            if (disk / "uuid").read_text().strip() == ns_uuid and (disk / "dev").exists():
-                return disk.name
-        except OSError:
-            continue
-    return None
+    return devices.find_by_uuid(ns_uuid)
 
 
 def fio_json(cgroup: Path | None, *args: str, timeout: float = 300) -> dict:

@@ -10,6 +10,8 @@ PACKAGES=(
   nvme-cli fio udev                                 # initiator tools, benchmarks, udevd
   e2fsprogs xfsprogs util-linux iproute2 procps     # mkfs, mount, ip, pgrep
   openssl fdisk                                     # test PKI for the agent's TLS; sfdisk
+  iptables nftables                                 # fault tests black-hole a target's ports
+  prometheus                                        # a real Prometheus server and promtool for the metrics tests
 )
 
 missing=()

@@ -65,6 +65,7 @@ class Volume:
     metadata: Mapping[str, str] = field(default_factory=dict)
     source: Source | None = None
     qos: QoS | None = None  # None: never set (unlimited); set with Backend.set_qos
+    condition: str = ""     # empty: healthy; otherwise why the volume is abnormal
 
     @property
     def limits(self) -> QoS:

@@ -38,13 +38,13 @@ def qos(m: pb.QoS | None) -> QoS | None:
 
 def volume_pb(v: Volume) -> pb.Volume:
     return pb.Volume(id=v.id, name=v.name, size_bytes=v.size_bytes, metadata=dict(v.metadata),
-                     source=source_pb(v.source), qos=qos_pb(v.qos))
+                     source=source_pb(v.source), qos=qos_pb(v.qos), condition=v.condition)
 
 
 def volume(m: pb.Volume) -> Volume:
     return Volume(id=m.id, name=m.name, size_bytes=m.size_bytes, metadata=dict(m.metadata),
                   source=source(m.source if m.HasField("source") else None),
-                  qos=qos(m.qos if m.HasField("qos") else None))
+                  qos=qos(m.qos if m.HasField("qos") else None), condition=m.condition)
 
 
 def snapshot_pb(s: Snapshot) -> pb.Snapshot:

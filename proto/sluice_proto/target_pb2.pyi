@@ -90,7 +90,7 @@ class QoS(_message.Message):
     def __init__(self, read_iops: _Optional[int] = ..., write_iops: _Optional[int] = ..., read_bps: _Optional[int] = ..., write_bps: _Optional[int] = ...) -> None: ...
 
 class Volume(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "metadata", "source", "qos")
+    __slots__ = ("id", "name", "size_bytes", "metadata", "source", "qos", "condition")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,13 +104,15 @@ class Volume(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     QOS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
     metadata: _containers.ScalarMap[str, str]
     source: Source
     qos: QoS
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ...) -> None: ...
+    condition: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ..., condition: _Optional[str] = ...) -> None: ...
 
 class SetQoSRequest(_message.Message):
     __slots__ = ("volume_id", "qos")

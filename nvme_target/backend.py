@@ -108,8 +108,11 @@ class Backend(abc.ABC):
         """Export on every portal to exactly `hosts` (no host may connect otherwise)."""
 
     @abc.abstractmethod
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
-        """Allow one more host; exports the volume first if it is not exported."""
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+        """Allow one more host; exports the volume first if it is not exported. The
+        target remembers whether this host's publication is read-only
+        (Export.readonly_hosts; adding the host again replaces the flag), so the
+        controller can tell an incompatible republish."""
 
     @abc.abstractmethod
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:

@@ -228,9 +228,9 @@ class KernelBackend(Backend):
         self._ready_for_export(volume_id)
         return self.exporter.export(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         self._ready_for_export(volume_id)
-        return self.exporter.add_host(volume_id, host_nqn)
+        return self.exporter.add_host(volume_id, host_nqn, readonly)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         try:

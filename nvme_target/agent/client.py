@@ -135,8 +135,9 @@ class AgentClient(Backend):
         req = pb.ExportVolumeRequest(volume_id=volume_id, hosts=list(hosts))
         return c.export(self._call("ExportVolume", req))
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
-        return c.export(self._call("AddHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn)))
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+        req = pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
+        return c.export(self._call("AddHost", req))
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         resp = self._call("RemoveHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn))

@@ -98,7 +98,7 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
 
     @translate
     def AddHost(self, request, context):
-        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn))
+        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn, request.readonly))
 
     @translate
     def RemoveHost(self, request, context):

@@ -415,11 +415,15 @@ class SpdkBackend(Backend):
             self.state.put_export(volume_id, hosts)
         return self._describe(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         validate.host_nqn(host_nqn)
         with self._lock:
-            hosts = self.state.exports.get(volume_id, frozenset())
-            return self.export_volume(volume_id, hosts | {host_nqn})
+            hosts = self.state.exports.get(volume_id, frozenset()) | {host_nqn}
+            ro = self.state.readonly.get(volume_id, frozenset()) - {host_nqn} | ({host_nqn} if readonly else set())
+            self.get_volume(volume_id)
+            self._export(volume_id, hosts)
+            self.state.put_export(volume_id, hosts, frozenset(ro))
+        return self._describe(volume_id, hosts)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         with self._lock:
@@ -444,7 +448,7 @@ class SpdkBackend(Backend):
         return [self._describe(v, h) for v, h in sorted(self.state.exports.items())]
 
     def _describe(self, vol_id: str, hosts: frozenset[str]) -> Export:
-        return naming.export(vol_id, self._portals, hosts)
+        return naming.export(vol_id, self._portals, hosts, self.state.readonly.get(vol_id, ()))
 
     def _subsystem(self, nqn: str) -> dict | None:
         try:

@@ -241,6 +241,20 @@ class BackendContract:
         assert backend.get_export(vol.id) is None and backend.list_exports() == []
         assert backend.remove_host(vol.id, HOST_B) is None
 
+    def test_read_only_publications_are_remembered(self, backend):
+        vol = backend.create_volume("pvc-ro", 16 * MiB)
+        assert backend.add_host(vol.id, HOST_A, readonly=True).readonly_hosts == {HOST_A}
+        exp = backend.add_host(vol.id, HOST_B)
+        assert exp.hosts == {HOST_A, HOST_B} and exp.readonly_hosts == {HOST_A}
+        assert backend.get_export(vol.id).readonly_hosts == {HOST_A}
+        assert backend.add_host(vol.id, HOST_A).readonly_hosts == frozenset()  # the flag is replaced
+        backend.add_host(vol.id, HOST_B, readonly=True)
+        assert backend.remove_host(vol.id, HOST_B).readonly_hosts == frozenset()
+        backend.add_host(vol.id, HOST_A, readonly=True)
+        backend.unexport_volume(vol.id)
+        assert backend.add_host(vol.id, HOST_A).readonly_hosts == frozenset()  # nothing stale
+        backend.unexport_volume(vol.id)
+
     def test_export_identity_is_stable(self, backend):
         vol = backend.create_volume("pvc-p", 16 * MiB)
         first = backend.export_volume(vol.id, [])

@@ -30,6 +30,7 @@ class MemoryBackend(Backend):
         self.volumes: dict[str, Volume] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.exports: dict[str, frozenset[str]] = {}
+        self.readonly: dict[str, frozenset[str]] = {}
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
 
@@ -77,6 +78,7 @@ class MemoryBackend(Backend):
                 if not unexport:
                     raise InUse(f"volume {volume_id} is exported; unexport it first")
                 del self.exports[volume_id]
+                self.readonly.pop(volume_id, None)
             self.volumes.pop(volume_id, None)
 
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
@@ -156,11 +158,13 @@ class MemoryBackend(Backend):
             self.exports[volume_id] = wanted
             return self._describe(volume_id)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         validate.host_nqn(host_nqn)
         with self._lock:
             self.get_volume(volume_id)
             self.exports[volume_id] = self.exports.get(volume_id, frozenset()) | {host_nqn}
+            ro = self.readonly.get(volume_id, frozenset()) - {host_nqn}
+            self.readonly[volume_id] = ro | ({host_nqn} if readonly else frozenset())
             return self._describe(volume_id)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
@@ -172,6 +176,7 @@ class MemoryBackend(Backend):
 
     def unexport_volume(self, volume_id: str) -> None:
         self.exports.pop(volume_id, None)
+        self.readonly.pop(volume_id, None)
 
     def get_export(self, volume_id: str) -> Export | None:
         return self._describe(volume_id) if volume_id in self.exports else None
@@ -199,4 +204,4 @@ class MemoryBackend(Backend):
                           f"({provisioned} of {limit} bytes provisioned)")
 
     def _describe(self, volume_id: str) -> Export:
-        return naming.export(volume_id, self._portals, self.exports[volume_id])
+        return naming.export(volume_id, self._portals, self.exports[volume_id], self.readonly.get(volume_id, ()))

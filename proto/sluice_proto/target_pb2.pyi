@@ -18,15 +18,7 @@ class CheckHealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class ListVolumesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
 class GetCapacityRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class ListExportsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
@@ -165,6 +157,14 @@ class CreateVolumeRequest(_message.Message):
     source: Source
     def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
 
+class ListVolumesRequest(_message.Message):
+    __slots__ = ("start_after", "limit")
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    start_after: str
+    limit: int
+    def __init__(self, start_after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class FindVolumeResponse(_message.Message):
     __slots__ = ("volume",)
     VOLUME_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,14 @@ class HostRequest(_message.Message):
     host_nqn: str
     readonly: bool
     def __init__(self, volume_id: _Optional[str] = ..., host_nqn: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
+
+class ListExportsRequest(_message.Message):
+    __slots__ = ("volume_ids", "filtered")
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    filtered: bool
+    def __init__(self, volume_ids: _Optional[_Iterable[str]] = ..., filtered: _Optional[bool] = ...) -> None: ...
 
 class ListExportsResponse(_message.Message):
     __slots__ = ("exports",)

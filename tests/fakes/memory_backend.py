@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import datetime, UTC
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from nvme_target import naming, validate
-from nvme_target.backend import Backend
+from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.units import round_up
@@ -69,8 +69,8 @@ class MemoryBackend(Backend):
         validate.name(name)
         return self.volumes.get(naming.volume_id(name))
 
-    def list_volumes(self) -> list[Volume]:
-        return sorted(self.volumes.values(), key=lambda v: v.id)
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
+        return page(sorted(self.volumes.values(), key=lambda v: v.id), lambda v: v.id, start_after, limit)
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         with self._lock:
@@ -181,8 +181,8 @@ class MemoryBackend(Backend):
     def get_export(self, volume_id: str) -> Export | None:
         return self._describe(volume_id) if volume_id in self.exports else None
 
-    def list_exports(self) -> list[Export]:
-        return [self._describe(v) for v in sorted(self.exports)]
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        return only([self._describe(v) for v in sorted(self.exports)], volume_ids)
 
     def health(self) -> Health:
         return Health(ready=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 from csi_driver import ids
 from nvme_target import portals
 from nvme_target.settings import BACKENDS, AgentSettings, add_spdk_flags
+from sluice_common import topology
 from sluice_common.errors import InvalidArgument
 
 MODES = ("controller", "node", "all")
@@ -73,8 +74,13 @@ def parser() -> argparse.ArgumentParser:
                       help="where staging-record index entries live")
     node.add_argument("--nvme-config-dir", type=Path, default=Path(_env("SLUICE_NVME_DIR", "/etc/nvme")),
                       help="hostnqn and hostid live here (created once if missing)")
+    node.add_argument("--fabric", default=_env("SLUICE_FABRIC", topology.DEFAULT_FABRIC),
+                      help=f"the storage fabric this node (and, in --mode all, the in-process target) is on: "
+                           f"reported as {topology.FABRIC_KEY} (default %(default)s; env SLUICE_FABRIC)")
+    node.add_argument("--node-zone", default=_env("SLUICE_NODE_ZONE", ""),
+                      help=f"this node's zone, reported as {topology.ZONE_KEY} (env SLUICE_NODE_ZONE)")
     node.add_argument("--node-topology", action="append", default=[], metavar="KEY=VALUE",
-                      help="this node's topology segment, e.g. csi.sluice.dev/zone=a (repeatable)")
+                      help="more keys in this node's topology segment (repeatable)")
     node.add_argument("--max-volumes-per-node", type=int, default=256)
     node.add_argument("--storage-iface", default=_env("SLUICE_STORAGE_IFACE", ""),
                       help="connect to targets through this network interface (host_iface/host_traddr)")
@@ -107,7 +113,8 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
             vg=ns.target_vg, pool=ns.target_pool, pvs=tuple(ns.target_pv),
             portals=tuple(ns.target_portal or ("127.0.0.1:4420",)), socket=None, listen=None,
             state_dir=ns.target_state_dir, overcommit_ratio=ns.target_overcommit_ratio,
-            target_id=ns.target_id, topology=_pairs(ns.target_topology, "--target-topology"),
+            target_id=ns.target_id,
+            topology=topology.segment(ns.fabric, "", ns.target_topology, "--target-topology"),
             backend=ns.target_backend, spdk_socket=ns.target_spdk_socket, spdk_base_bdev=ns.target_spdk_base_bdev,
             spdk_lvstore=ns.target_spdk_lvstore, spdk_aio_file=ns.target_spdk_aio_file,
         ).validate(serving=False)
@@ -118,19 +125,11 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
         if ns.max_volumes_per_node <= 0:
             raise InvalidArgument("--max-volumes-per-node must be positive")
         node = NodeSettings(state_dir=ns.node_state_dir, nvme_dir=ns.nvme_config_dir,
-                            topology=_pairs(ns.node_topology, "--node-topology"),
+                            topology=topology.segment(ns.fabric, ns.node_zone, ns.node_topology,
+                                                      "--node-topology"),
                             max_volumes=ns.max_volumes_per_node, storage_iface=ns.storage_iface,
                             cgroup_root=ns.cgroup_root)
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
                           targets_config=ns.targets_config, local_target=local, node=node,
                           log_level=ns.log_level)
 
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise InvalidArgument(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key] = value
-    return out

@@ -20,6 +20,7 @@ import structlog
 from csi_driver import ids
 from nvme_target.agent.client import AgentClient, TlsFiles
 from nvme_target.backend import Backend
+from sluice_common import topology as segments
 from sluice_common.errors import InvalidArgument, NotFound, SluiceError
 
 log = structlog.get_logger(__name__)
@@ -115,11 +116,19 @@ def _target_config(entry: dict, path: Path) -> TargetConfig:
             id=ids.check_target_id(entry["id"]),
             endpoint=entry["endpoint"],
             tls=TlsFiles(Path(tls["ca"]), Path(tls["cert"]), Path(tls["key"])) if tls else None,
-            topology={str(k): str(v) for k, v in (entry.get("topology") or {}).items()},
+            topology=_topology(entry),
             pool=entry.get("pool"),
         )
     except (KeyError, TypeError) as exc:
         raise InvalidArgument(f"targets config {path}: target entry {entry!r} lacks {exc}") from None
+
+
+def _topology(entry: dict) -> dict[str, str]:
+    """The entry's segment; none given: the default fabric, which every node reports by default."""
+    given = entry.get("topology")
+    if not given:
+        return segments.default_segment()
+    return {str(k): str(v) for k, v in given.items()}
 
 
 def connect(configs: list[TargetConfig]) -> Targets:

@@ -11,6 +11,7 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 
 from nvme_target import portals
+from sluice_common import topology as segments
 from sluice_common.errors import InvalidArgument
 
 
@@ -99,8 +100,12 @@ def parser() -> argparse.ArgumentParser:
                    help="allow --listen on a non-loopback address without TLS")
     p.add_argument("--overcommit-ratio", type=float, default=float(_env("OVERCOMMIT_RATIO", "4.0")))
     p.add_argument("--target-id", default=_env("ID") or gethostname())
+    p.add_argument("--fabric", default=_env("FABRIC", segments.DEFAULT_FABRIC),
+                   help=f"the storage fabric this target serves, reported as {segments.FABRIC_KEY} "
+                        "(default %(default)s); the controller's targets file gives the same segment")
+    p.add_argument("--zone", default=_env("ZONE", ""), help=f"this target's zone ({segments.ZONE_KEY})")
     p.add_argument("--topology", action="append", default=[], metavar="KEY=VALUE",
-                   help="this target's topology segment (repeatable)")
+                   help="more keys in this target's topology segment (repeatable)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     add_spdk_flags(p, "")
     return p
@@ -121,12 +126,7 @@ def add_spdk_flags(p: argparse.ArgumentParser, prefix: str) -> None:
 
 def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
     ns = parser().parse_args(argv)
-    topology: dict[str, str] = {}
-    for item in ns.topology:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise InvalidArgument(f"--topology {item!r}: expected KEY=VALUE")
-        topology[key] = value
+    topology = segments.segment(ns.fabric, ns.zone, ns.topology, "--topology")
     return AgentSettings(
         backend=ns.backend, vg=ns.vg, pool=ns.pool, pvs=tuple(ns.pvs), state_dir=ns.state_dir,
         portals=tuple(ns.portals or ("127.0.0.1:4420",)),

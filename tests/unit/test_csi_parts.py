@@ -138,7 +138,8 @@ def test_settings():
     s = settings.from_args(["--mode", "all", "--endpoint", "unix:///tmp/x/csi.sock", "--target-pv", "/dev/sdb",
                             "--target-topology", "csi.sluice.dev/zone=a"])
     assert s.controller and s.node and str(s.endpoint) == "/tmp/x/csi.sock"
-    assert s.local_target.pvs == ("/dev/sdb",) and s.local_target.topology == {"csi.sluice.dev/zone": "a"}
+    assert s.local_target.pvs == ("/dev/sdb",) and s.local_target.topology == {
+        "csi.sluice.dev/fabric": "default", "csi.sluice.dev/zone": "a"}
     with pytest.raises(InvalidArgument, match="targets-config"):
         settings.from_args(["--mode", "controller"])
     with pytest.raises(InvalidArgument, match="endpoint"):

@@ -107,7 +107,7 @@ def test_bad_portal_specs(spec):
 def test_settings_defaults_and_topology():
     s = from_args(["--vg", "vg0", "--topology", "csi.sluice.dev/zone=a", "--pv", "/dev/sdb"])
     assert (s.vg, s.pool, s.pvs, s.portals) == ("vg0", "pool", ("/dev/sdb",), ("127.0.0.1:4420",))
-    assert s.topology == {"csi.sluice.dev/zone": "a"}
+    assert s.topology == {"csi.sluice.dev/fabric": "default", "csi.sluice.dev/zone": "a"}
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,29 +2,40 @@
 #   controller   sluice --mode=controller   (runs as non-root: see deploy/)
 #   node plugin  sluice --mode=node         (privileged: mounts, /dev, cgroups)
 #   target agent sluice --mode=agent        (privileged: configfs, LVM)
-# Build stage: wheels of Sluice and its dependencies.
-FROM python:3.11-slim-bookworm AS build
+# Sluice and its Python dependencies live in a virtualenv (/opt/sluice), never in the
+# base's own Python: the same Dockerfile builds on the registry's python:3.11-slim-bookworm
+# (CPython in /usr/local) and on the stand-in `make image` builds locally when no registry
+# is reachable (a debootstrapped bookworm with Debian's python3 3.11, which is
+# externally managed, PEP 668). See lab/image.sh.
+ARG BASE=python:3.11-slim-bookworm
+
+# Build stage: the virtualenv with Sluice installed.
+FROM ${BASE} AS build
 WORKDIR /src
+RUN python3 -m venv /opt/sluice
 COPY pyproject.toml README.md ./
 COPY csi_driver ./csi_driver
 COPY nvme_target ./nvme_target
 COPY sluice_common ./sluice_common
 COPY proto ./proto
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# A build behind a TLS-inspecting proxy passes its CA bundle as the build secret pip-ca
+# (lab/image.sh does); it is used for this step only and never stored in the image.
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && /opt/sluice/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 # Runtime stage: the host tools the node plugin and the target agent drive.
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 # Debian bookworm's own versions of the tools (security updates arrive with a rebuild)
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       nvme-cli e2fsprogs xfsprogs util-linux mount lvm2 thin-provisioning-tools kmod udev libblkid1 \
- && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 sluice && useradd --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin sluice
+COPY --from=build /opt/sluice /opt/sluice
 # root by default: the node plugin and the agent need it; the controller's pod sets
 # runAsUser 65532 (deploy/base/11-controller.yaml)
-ENV PYTHONUNBUFFERED=1
+ENV PATH=/opt/sluice/bin:$PATH PYTHONUNBUFFERED=1
 ENTRYPOINT ["sluice"]
 CMD ["--help"]

@@ -8,7 +8,7 @@ LAB_CACHE ?= $(CURDIR)/.lab
 LAB_RUNS  := $(LAB_CACHE)/runs
 VENV_STAMP := $(VENV)/.installed
 
-.PHONY: help setup deps lab unit lab-test test smoke demo bench sanity image proto lint clean
+.PHONY: help setup deps lab unit lab-test test smoke demo bench sanity image image-test proto lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -35,11 +35,13 @@ lab-test: lab ## the real-kernel tests, inside the lab VM
 	$(PY) lab/vm.py --out $(LAB_RUNS)/test -- \
 	  $(PY) -m pytest -m lab -p no:cacheprovider -v --tb=short --junitxml=$(LAB_RUNS)/test/junit.xml tests
 
-test: lab ## everything: unit tests, then the lab tests; fails if either fails
+test: lab ## everything: unit tests, the lab tests, then the image built and run; fails if any fails
 	@rc=0; \
 	$(MAKE) --no-print-directory unit || rc=1; \
 	$(MAKE) --no-print-directory lab-test || rc=1; \
-	$(PY) lab/summary.py $(LAB_CACHE)/unit-junit.xml $(LAB_RUNS)/test/junit.xml || rc=1; \
+	$(MAKE) --no-print-directory image-test || rc=1; \
+	$(PY) lab/summary.py $(LAB_CACHE)/unit-junit.xml $(LAB_RUNS)/test/junit.xml \
+	  $(LAB_CACHE)/image-junit.xml $(LAB_RUNS)/image/junit.xml || rc=1; \
 	exit $$rc
 
 demo: lab ## the main job: Sluice's story on a real kernel (QoS isolation, snapshots, live caps, expansion)
@@ -55,9 +57,15 @@ smoke: lab ## the first smoke run: a thin LV exported over NVMe/TCP and held by 
 sanity: lab ## csi-sanity against the driver in the lab (needs a csi-sanity binary on PATH)
 	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py
 
-image: ## build the container image (needs a Docker engine)
-	@command -v docker >/dev/null || { echo "no docker here: the image is built in CI or on a workstation"; exit 2; }
-	docker build -t ghcr.io/sluice-dev/sluice:0.1.0 .
+image: ## build the image: Docker if an engine answers, else buildah (base built locally when no registry)
+	@LAB_CACHE=$(LAB_CACHE) bash lab/image.sh build
+
+image-test: lab ## build the image, run every mode's --help from it, then its node tools on the lab kernel
+	@rm -f $(LAB_CACHE)/image-junit.xml; rm -rf $(LAB_RUNS)/image
+	@LAB_CACHE=$(LAB_CACHE) bash lab/image.sh export
+	$(PY) -m pytest -p no:cacheprovider -v --tb=short --junitxml=$(LAB_CACHE)/image-junit.xml tests/image/checks.py
+	$(PY) lab/vm.py --out $(LAB_RUNS)/image -- \
+	  $(PY) -m pytest -m lab -p no:cacheprovider -v --tb=short --junitxml=$(LAB_RUNS)/image/junit.xml tests/image/lab_checks.py
 
 bench: lab ## benchmarks in the lab VM, each printing ratios measured side by side
 	@rm -rf $(LAB_RUNS)/bench

@@ -2,6 +2,7 @@
 
     sluice --mode=controller|node|all ...   the CSI driver (python -m csi_driver)
     sluice --mode=agent ...                  a storage node's target agent (python -m nvme_target)
+    sluice certs --out DIR --agent-address A  the agents' mTLS certificates (sluice_common.certs)
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def split_mode(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["certs"]:
+        from sluice_common.certs import main as certs
+        return certs(argv[1:])
     mode, rest = split_mode(argv)
     if mode == "agent":
         from nvme_target.agent.serve import start

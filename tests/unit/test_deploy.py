@@ -1,6 +1,9 @@
-"""deploy/ as a platform team applies it: every manifest valid against the Kubernetes
+"""deploy/ as a platform team applies it: every overlay and component rendered (with the
+small renderer in tests/kustomize.py) and every object valid against the Kubernetes
 schemas (offline, kubernetes-validate, strict), every flag given to a Sluice container
-one that Sluice accepts, the kustomization complete, and the Dockerfile lint-clean."""
+one that Sluice accepts, every ConfigMap, Secret, volume and $(VAR) a pod uses present or a
+documented prerequisite, nodes and targets sharing a topology key as shipped, the
+examples complete, and the Dockerfile lint-clean."""
 
 from __future__ import annotations
 
@@ -8,13 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+import os
+import re
+
 import kubernetes_validate
 import pytest
 import yaml
 
 from csi_driver import settings as driver_settings
 from csi_driver.launch import split_mode
+from csi_driver.targets import Target, load_config
 from nvme_target import settings as agent_settings
+from tests.kustomize import Unsupported, apply_operation, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -25,13 +34,46 @@ SLUICE_IMAGE = "ghcr.io/sluice-dev/sluice"
 SNAPSHOT_CLASS_FIELDS = {"apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"}
 
 
+OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
+COMPONENTS = sorted(p.parent for p in (DEPLOY / "components").glob("*/kustomization.yaml"))
+# made by the operator before the first apply (README, "Install"), never by deploy/
+PREREQUISITE_SECRETS = {"sluice-agent-server", "sluice-agent-client"}
+
+
 def documents() -> list[tuple[str, dict]]:
+    """The plain manifests: base and examples (overlays and components hold patches)."""
     docs = []
-    for path in sorted(DEPLOY.rglob("*.yaml")):
+    for path in sorted([*(DEPLOY / "base").glob("*.yaml"), *(DEPLOY / "examples").glob("*.yaml")]):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 docs.append((str(path.relative_to(ROOT)), doc))
     return docs
+
+
+def with_component(component: Path, tmp: Path) -> Path:
+    """A kustomization of base + one component + the cluster values it reads."""
+    (tmp / "targets.json").write_text((DEPLOY / "overlays" / "example" / "targets.json").read_text())
+    (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "sluice-system",
+        "resources": [str(DEPLOY / "base")], "components": [str(component)],
+        "configMapGenerator": [{"name": "sluice-targets", "files": ["targets.json"]},
+                               {"name": "sluice-cluster", "literals": ["storageInterface=eth1",
+                                                                       "devices=/dev/sdb", "zone=eu-1a"]}]}))
+    return tmp
+
+
+def rendered(tmp_root: Path) -> list[tuple[str, list[dict]]]:
+    out = [(str(o.relative_to(ROOT)), render(o)) for o in OVERLAYS]
+    for component in COMPONENTS:
+        tmp = tmp_root / component.name
+        tmp.mkdir(parents=True, exist_ok=True)
+        out.append((f"base+{component.relative_to(ROOT)}", render(with_component(component, tmp))))
+    return out
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory) -> list[tuple[str, list[dict]]]:
+    return rendered(tmp_path_factory.mktemp("kustomize"))
 
 
 DOCS = [d for d in documents() if d[1].get("kind") != "Kustomization"]
@@ -44,6 +86,11 @@ def test_every_manifest_is_valid_kubernetes(where, doc):
         assert set(doc) <= SNAPSHOT_CLASS_FIELDS and doc["driver"] == "csi.sluice.dev"
         assert doc["deletionPolicy"] in ("Delete", "Retain")
         return
+    if doc["kind"] == "VolumeSnapshot":
+        assert doc["apiVersion"] == "snapshot.storage.k8s.io/v1"
+        assert set(doc["spec"]) == {"volumeSnapshotClassName", "source"}
+        assert set(doc["spec"]["source"]) == {"persistentVolumeClaimName"}
+        return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -53,9 +100,9 @@ def test_the_kustomization_lists_every_base_manifest():
     assert kustomization["resources"] == files
 
 
-def sluice_containers() -> list[tuple[str, dict]]:
+def sluice_containers(docs=None) -> list[tuple[str, dict]]:
     found = []
-    for where, doc in DOCS:
+    for where, doc in docs or DOCS:
         spec = doc.get("spec", {}).get("template", {}).get("spec", {})
         for container in spec.get("containers", []):
             if container["image"].startswith(SLUICE_IMAGE):
@@ -96,8 +143,7 @@ def test_the_node_plugin_and_driver_object_are_what_sluice_needs():
     controller = kinds[("Deployment", "sluice-controller")]["spec"]
     assert controller["replicas"] == 2
     provisioner = next(c for c in controller["template"]["spec"]["containers"] if c["name"] == "csi-provisioner")
-    assert {"--feature-gates=Topology=true", "--extra-create-metadata", "--enable-capacity",
-            "--leader-election"} <= set(provisioner["args"])
+    assert {"--extra-create-metadata", "--enable-capacity", "--leader-election"} <= set(provisioner["args"])
 
 
 def test_the_dockerfile_is_lint_clean():
@@ -120,3 +166,226 @@ def test_one_entry_point_runs_every_mode():
     for mode, expect in (("agent", "--spdk-base-bdev"), ("node", "--cgroup-root")):
         out = subprocess.run([str(sluice), f"--mode={mode}", "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and expect in out.stdout, out.stderr
+
+
+# ------------------------------------------------------------------ rendered overlays
+
+def test_there_is_an_overlay_and_every_component_is_rendered(renders):
+    assert OVERLAYS and COMPONENTS
+    assert len(renders) == len(OVERLAYS) + len(COMPONENTS)
+
+
+def test_every_rendered_object_is_valid_kubernetes(renders):
+    for where, objects in renders:
+        for obj in objects:
+            try:
+                kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"{where}: {obj['kind']}/{obj['metadata']['name']}: {exc}")
+
+
+def test_every_flag_in_a_rendered_overlay_is_accepted(renders):
+    for where, objects in renders:
+        for name, container in sluice_containers([(where, o) for o in objects]):
+            test_every_flag_passed_to_sluice_is_one_it_accepts(name, container)
+
+
+def pods(objects):
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "DaemonSet", "Job", "StatefulSet"):
+            yield obj, obj["spec"]["template"]["spec"]
+
+
+def test_everything_a_pod_uses_is_rendered_or_a_documented_prerequisite(renders):
+    readme = (ROOT / "README.md").read_text()
+    for where, objects in renders:
+        present = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        for obj, pod in pods(objects):
+            at = f"{where}: {obj['kind']}/{obj['metadata']['name']}"
+            assert ("ServiceAccount", pod["serviceAccountName"]) in present, at
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            for v in volumes.values():
+                if "configMap" in v:
+                    assert ("ConfigMap", v["configMap"]["name"]) in present, f"{at}: {v}"
+                if "secret" in v:
+                    assert v["secret"]["secretName"] in PREREQUISITE_SECRETS, f"{at}: {v}"
+            for c in pod["containers"]:
+                assert {m["name"] for m in c.get("volumeMounts", [])} <= set(volumes), f"{at}/{c['name']}"
+                env = {e["name"]: e for e in c.get("env", [])}
+                for e in env.values():
+                    ref = e.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref:
+                        cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ref["name"])
+                        assert ref["key"] in cm["data"], f"{at}/{c['name']}: {ref}"
+                for arg in c.get("args", []):
+                    for var in re.findall(r"\$\((\w+)\)", arg):
+                        assert var in env, f"{at}/{c['name']}: {arg} uses $({var}), not in its env"
+    for secret in PREREQUISITE_SECRETS:
+        assert secret in readme, f"the README's install steps must say how {secret} is made"
+
+
+def test_the_kubelet_dir_is_one_directory_everywhere_the_node_uses_it(renders):
+    for where, objects in renders:
+        node = next(o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "sluice-node")
+        pod = node["spec"]["template"]["spec"]
+        paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+        registrar = next(c for c in pod["containers"] if c["name"] == "node-driver-registrar")
+        registration = next(a for a in registrar["args"] if a.startswith("--kubelet-registration-path="))
+        assert registration.split("=", 1)[1] == paths["socket-dir"] + "/csi.sock", where
+        assert paths["socket-dir"] == paths["kubelet-dir"] + "/plugins/csi.sluice.dev", where
+        assert paths["registration-dir"] == paths["kubelet-dir"] + "/plugins_registry", where
+
+
+def container_settings(container: dict, config_maps: dict[str, dict], parse):
+    """Parse a Sluice container's args with its env (values and ConfigMap keys) set, as it starts."""
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif "configMapKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["configMapKeyRef"]
+            env[e["name"]] = config_maps[ref["name"]]["data"][ref["key"]]
+        else:
+            env[e["name"]] = "10.0.0.5"      # the downward API (status.hostIP, spec.nodeName)
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    saved = dict(os.environ)
+    try:
+        os.environ.update(env)
+        return parse(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_nodes_and_targets_share_a_topology_key_as_shipped(renders, tmp_path):
+    """external-provisioner needs a topology key on every node and the PV's affinity must
+    match the nodes: the shipped node plugin, agent and targets file agree with no edits."""
+    for where, objects in renders:
+        maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+        daemons = {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] == "DaemonSet"}
+        node = container_settings(daemons["sluice-node"]["containers"][0], maps, driver_settings.from_args)
+        agent = container_settings(daemons["sluice-target"]["containers"][0], maps,
+                                   lambda args: agent_settings.from_args(split_mode(args)[1]))
+        targets_map = next(m for n, m in maps.items() if n.startswith("sluice-targets-"))
+        (tmp_path / "targets.json").write_text(targets_map["data"]["targets.json"])
+        targets = load_config(tmp_path / "targets.json")
+        assert node.node.topology, f"{where}: the node reports no topology key"
+        assert "csi.sluice.dev/fabric" in node.node.topology, where
+        for config in targets:
+            assert Target(config, backend=None).serves(node.node.topology), f"{where}: {config.id} {config.topology}"
+            assert set(config.topology) <= set(node.node.topology), where
+        assert dict(targets[0].topology).items() <= dict(agent.topology).items(), where
+
+
+def test_targets_json_is_generated_so_a_change_rolls_out():
+    objects = render(DEPLOY / "overlays" / "example")
+    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("sluice-targets-")]
+    assert len(maps) == 1
+    json.loads(maps[0]["data"]["targets.json"])
+    for _, pod in pods(objects):
+        for c in pod["containers"]:
+            assert not any(m.get("subPath") for m in c.get("volumeMounts", [])), "subPath mounts never update"
+
+
+def test_the_renderer_hashes_as_kustomize_and_refuses_what_it_does_not_know(tmp_path):
+    from tests.kustomize import config_map_hash
+    # kustomize's own unit test value for ConfigMap {name: "", data: {}} (api/hasher)
+    assert config_map_hash("", {}) == "42745tchd9"
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nnamePrefix: x-\n")
+    with pytest.raises(Unsupported, match="namePrefix"):
+        render(tmp_path)
+    doc = {"a": [1, 2]}
+    apply_operation(doc, {"op": "add", "path": "/a/-", "value": 3})
+    apply_operation(doc, {"op": "replace", "path": "/a/0", "value": 0})
+    assert doc == {"a": [0, 2, 3]}
+    with pytest.raises(KeyError):
+        apply_operation(doc, {"op": "replace", "path": "/b", "value": 1})
+
+
+def test_the_sidecars_are_the_pinned_versions_with_current_flags(renders):
+    pinned = {"csi-provisioner": "v6.3.0", "csi-attacher": "v4.12.0", "csi-snapshotter": "v8.6.0",
+              "csi-resizer": "v2.2.1", "csi-node-driver-registrar": "v2.17.0", "livenessprobe": "v2.19.0"}
+    for where, objects in renders:
+        seen = set()
+        for _, pod in pods(objects):
+            for c in pod["containers"]:
+                image, _, tag = c["image"].rpartition(":")
+                name = image.rsplit("/", 1)[-1]
+                if name in pinned:
+                    seen.add(name)
+                    assert tag == pinned[name], f"{where}: {c['image']}"
+                    args = " ".join(c["args"])
+                    for gone in ("--feature-gates=Topology", "VolumeAttributesClass=true",
+                                 "--leader-election-namespace", "--health-port"):
+                        assert gone not in args, f"{where}: {name} {gone}"
+                if c.get("livenessProbe"):
+                    assert c["livenessProbe"]["timeoutSeconds"] >= 2, f"{where}: {c['name']}"
+            registrar = [c for c in pod["containers"] if c["name"] == "node-driver-registrar"]
+            for c in registrar:
+                assert any(a.startswith("--http-endpoint=") for a in c["args"]) and c["livenessProbe"]
+        assert seen == set(pinned), where
+
+
+def test_the_agent_runs_lvm_against_the_hosts_lvm_state(renders):
+    for where, objects in renders:
+        agent = next(o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "sluice-target")
+        pod = agent["spec"]["template"]["spec"]
+        host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+        mounts = {m["mountPath"]: host.get(m["name"]) for m in pod["containers"][0]["volumeMounts"]}
+        for path in ("/run/lock/lvm", "/etc/lvm", "/run/lvm", "/dev", "/run/udev"):
+            assert mounts.get(path) == path, f"{where}: {path} is not the host's"
+
+
+def test_base_holds_no_host_specific_value():
+    text = "\n".join(p.read_text() for p in (DEPLOY / "base").glob("*.yaml"))
+    for pattern in (r"/dev/(nvme\d|sd[a-z]|vd[a-z])", r"\beth\d", r"\bens\d", r"example\.internal", r"\b10\.0\.0\."):
+        assert not re.search(pattern, text), pattern
+
+
+# ------------------------------------------------------------------ examples
+
+# the snapshot CRDs come from external-snapshotter (README, "Install", step 4)
+SNAPSHOT_KINDS = {"VolumeSnapshot": {"apiVersion", "kind", "metadata", "spec"},
+                  "VolumeSnapshotClass": SNAPSHOT_CLASS_FIELDS}
+
+
+def example_objects() -> list[dict]:
+    return [d for w, d in DOCS if w.startswith("deploy/examples/")]
+
+
+def test_every_object_an_example_references_exists():
+    objects = example_objects()
+    have = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+    namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    need = set()
+    for o in objects:
+        ns = o["metadata"].get("namespace")
+        if ns:
+            need.add(("Namespace", None, ns))
+        spec = o.get("spec", {})
+        if o["kind"] == "PersistentVolumeClaim":
+            need.add(("StorageClass", None, spec["storageClassName"]))
+            if "volumeAttributesClassName" in spec:
+                need.add(("VolumeAttributesClass", None, spec["volumeAttributesClassName"]))
+            if "dataSource" in spec:
+                need.add((spec["dataSource"]["kind"], ns, spec["dataSource"]["name"]))
+        if o["kind"] == "VolumeSnapshot":
+            need.add(("VolumeSnapshotClass", None, spec["volumeSnapshotClassName"]))
+            need.add(("PersistentVolumeClaim", ns, spec["source"]["persistentVolumeClaimName"]))
+        for _, pod in pods([o]):
+            for v in pod.get("volumes", []):
+                if "persistentVolumeClaim" in v:
+                    need.add(("PersistentVolumeClaim", ns, v["persistentVolumeClaim"]["claimName"]))
+    assert namespaces, "the examples create their namespace"
+    assert need - have == set()
+
+
+def test_the_snapshot_prerequisites_are_pinned_to_the_snapshotters_version():
+    controller = (DEPLOY / "base" / "11-controller.yaml").read_text()
+    version = re.search(r"csi-snapshotter:(v[\d.]+)", controller).group(1)
+    readme = (ROOT / "README.md").read_text()
+    assert f"external-snapshotter/client/config/crd?ref={version}" in readme
+    assert f"external-snapshotter/deploy/kubernetes/snapshot-controller?ref={version}" in readme
+    for o in example_objects():
+        if o["kind"] in SNAPSHOT_KINDS:
+            assert o["apiVersion"] == "snapshot.storage.k8s.io/v1" and set(o) <= SNAPSHOT_KINDS[o["kind"]]

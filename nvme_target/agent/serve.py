@@ -15,11 +15,12 @@ from nvme_target import portals
 from nvme_target.agent.server import TargetAgentServicer
 from nvme_target.backend import Backend
 from nvme_target.kernel_backend import KernelBackend
+from nvme_target.lvm import Lvm
 from nvme_target.spdk.backend import SpdkBackend, SpdkConfig
 from nvme_target.model import TargetInfo
 from nvme_target.settings import AgentSettings
 from sluice_common import runner
-from sluice_common.errors import SluiceError
+from sluice_common.errors import FailedPrecondition, SluiceError
 from sluice_proto import target_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,23 @@ def load_kernel_modules(settings: AgentSettings | None = None) -> None:
         log.warning("kernel modules not loaded", modules=KERNEL_MODULES, error=str(exc))
 
 
+def require_thin_pool(settings: AgentSettings, lvm: Lvm) -> None:
+    """A storage node without its volume group and thin pool refuses to start, and says
+    exactly what to run on the node to prepare them."""
+    try:
+        pool = lvm.report().get(settings.pool)
+    except SluiceError as exc:     # no such VG (or LVM cannot read it)
+        devices = " ".join(settings.pvs) or "<data device> [...]"
+        raise FailedPrecondition(
+            f"volume group {settings.vg!r} not found ({exc}). Prepare it once, as root on this node: "
+            f"vgcreate {settings.vg} {devices} && "
+            f"lvcreate --type thin-pool -l 95%FREE -n {settings.pool} {settings.vg}") from None
+    if pool is None or pool.segtype != "thin-pool":
+        raise FailedPrecondition(
+            f"thin pool {settings.vg}/{settings.pool} not found. Create it once, as root on this node: "
+            f"lvcreate --type thin-pool -l 95%FREE -n {settings.pool} {settings.vg}")
+
+
 def target_info(settings: AgentSettings, backend: Backend) -> TargetInfo:
     return TargetInfo(target_id=settings.target_id, backend=settings.backend,
                       topology=dict(settings.topology), portals=backend.portals(), version=__version__)
@@ -63,6 +81,8 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     if backend is None:
         load_kernel_modules(settings)
         backend = build_backend(settings)
+        if settings.backend == "kernel":
+            require_thin_pool(settings, backend.lvm)
     backend.restore()
     # Each node holds one WatchVolumes stream (one worker thread while open); threads
     # are started on demand, so the ceiling costs nothing until nodes connect.

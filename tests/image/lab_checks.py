@@ -85,3 +85,12 @@ def test_the_node_plugin_in_the_image_starts_on_the_real_kernel(image_as_deploye
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_images_agent_without_its_volume_group_says_what_to_run(image_as_deployed):
+    """On a node whose VG is missing the agent exits at once, naming the commands."""
+    out = run("sluice", "--mode=agent", "--vg=novg", "--pool=pool", f"--pv={DISK}", "--socket=/run/agent.sock",
+              "--state-dir=/run/agent-state", timeout=180)
+    assert out.returncode == 1, out.stdout + out.stderr
+    said = out.stdout + out.stderr
+    assert f"vgcreate novg {DISK} && lvcreate --type thin-pool -l 95%FREE -n pool novg" in said, said

@@ -389,3 +389,17 @@ def test_the_snapshot_prerequisites_are_pinned_to_the_snapshotters_version():
     for o in example_objects():
         if o["kind"] in SNAPSHOT_KINDS:
             assert o["apiVersion"] == "snapshot.storage.k8s.io/v1" and set(o) <= SNAPSHOT_KINDS[o["kind"]]
+
+
+def test_the_agent_serves_on_one_portal_and_one_listen_address(renders):
+    """The storage-interface component patches args by index: it must hit the portal and
+    listen flags, leaving neither the node's address behind nor a second copy."""
+    for where, objects in renders:
+        agent = next(o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "sluice-target")
+        container = agent["spec"]["template"]["spec"]["containers"][0]
+        portal = [a for a in container["args"] if a.startswith("--portal=")]
+        listen = [a for a in container["args"] if a.startswith("--listen=")]
+        assert len(portal) == len(listen) == 1, where
+        on_iface = any(e["name"] == "STORAGE_IFACE" for e in container.get("env", []))
+        var = "STORAGE_IFACE" if on_iface else "HOST_IP"
+        assert portal == [f"--portal=$({var}):4420"] and listen == [f"--listen=$({var}):7443"], where

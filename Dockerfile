@@ -13,16 +13,20 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS build
 WORKDIR /src
 RUN python3 -m venv /opt/sluice
-COPY pyproject.toml README.md ./
+# The dependencies first, from pyproject.toml alone: a layer that a change to Sluice's
+# code does not invalidate. A build behind a TLS-inspecting proxy passes its CA bundle as
+# the build secret pip-ca (lab/image.sh does); used for these steps only, never stored.
+COPY pyproject.toml ./
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+ && /opt/sluice/bin/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' >requirements.txt \
+ && /opt/sluice/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt "setuptools>=68" wheel
+COPY README.md ./
 COPY csi_driver ./csi_driver
 COPY nvme_target ./nvme_target
 COPY sluice_common ./sluice_common
 COPY proto ./proto
-# A build behind a TLS-inspecting proxy passes its CA bundle as the build secret pip-ca
-# (lab/image.sh does); it is used for this step only and never stored in the image.
-RUN --mount=type=secret,id=pip-ca \
-    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
- && /opt/sluice/bin/pip install --no-cache-dir --disable-pip-version-check .
+RUN /opt/sluice/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation .
 
 # Runtime stage: the host tools the node plugin and the target agent drive.
 FROM ${BASE}

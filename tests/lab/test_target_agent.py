@@ -40,7 +40,7 @@ def agent(thin_pool, tmp_path):
 def test_agent_reports_itself(agent):
     info = agent.client.info()
     assert info.target_id == "lab-target"
-    assert info.topology == {"csi.sluice.dev/zone": "lab"}
+    assert info.topology == {"csi.sluice.dev/fabric": "default", "csi.sluice.dev/zone": "lab"}
     assert [(p.traddr, p.trsvcid) for p in info.portals] == [("127.0.0.1", "4420")], "lo resolved"
     assert agent.client.health().ready
 

@@ -11,6 +11,7 @@ driven through the same small surface, `TargetServer`:
     .target          an object with one method per RPC (the fake itself, or a raw
                      JSON-RPC view of the real one); errors raise RpcError(code, message)
     .restart()       what a crash and restart of nvmf_tgt does (lvols stay on disk)
+    .down(), .up()   the same in two halves (killed; started again)
     .stop()
 
 The real target runs as FACTS.md says: --no-huge -s 1024 -m 0x1 --no-pci --interrupt-mode,
@@ -119,7 +120,13 @@ class RealSpdkServer:
         self.proc = None
 
     def restart(self) -> None:
+        self.down()
+        self.up()
+
+    def down(self) -> None:
         self.kill()
+
+    def up(self) -> None:
         self.start()
 
     def stop(self) -> None:

@@ -86,6 +86,10 @@ def _templates() -> dict:
             out["iostat"] = entry["response"]["result"]
         elif entry["label"] == "get subsystem by nqn":
             out["subsystem"] = entry["response"]["result"][0]
+    for line in (FIXTURES / "rpc-transcript-v26.05-limits.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["label"] == "aio base bdev shows its block size":
+            out["aio_bdev"] = entry["response"]["result"][0]
     return out
 
 
@@ -127,6 +131,7 @@ class BaseBdev:
     disk: str              # where its lvstore persists ("malloc:<name>" is lost on restart)
     size: int
     block_size: int
+    override: bool = False  # block_size given rather than detected
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
 
 
@@ -190,13 +195,14 @@ class FakeSpdk:
             raise RpcError(-17, "File exists")
         if filename not in self.files:
             raise RpcError(-2, "No such file or directory")
+        override = bool(block_size)
         block_size = block_size or self.devices.get(filename, 0)
         if not block_size:
             raise RpcError(-22, "Invalid argument")
         if filename in self.devices and block_size != self.devices[filename]:
             self.errors_logged.append(f"Specified block size {block_size} does not match auto-detected "
                                       f"block size {self.devices[filename]}")
-        self.bases[name] = BaseBdev(name, "aio", filename, self.files[filename], block_size)
+        self.bases[name] = BaseBdev(name, "aio", filename, self.files[filename], block_size, override)
         self._examine(name)
         return name
 
@@ -497,6 +503,13 @@ class FakeSpdk:
             sub["namespaces"] = [n for n in sub["namespaces"] if n["bdev_name"] != lv.uuid]
 
     def _bdev_json(self, found) -> dict:
+        if isinstance(found, BaseBdev) and found.kind == "aio":
+            out = json.loads(json.dumps(self.templates["aio_bdev"]))
+            out.update(name=found.name, aliases=[found.uuid], block_size=found.block_size,
+                       num_blocks=found.size // found.block_size, uuid=found.uuid,
+                       claimed=any(s.base == found.name for s in self.lvstores.values()))
+            out["driver_specific"]["aio"].update(filename=found.disk, block_size_override=found.override)
+            return out
         if not isinstance(found, tuple):
             return {"name": found.name, "aliases": [], "product_name": "AIO disk" if found.kind == "aio"
                     else "Malloc disk", "block_size": found.block_size, "num_blocks": found.size // found.block_size,
@@ -574,9 +587,16 @@ class FakeSpdkServer:
             os.unlink(self.path)
 
     def restart(self) -> None:
+        self.down()
+        self.up()
+
+    def down(self) -> None:
+        """nvmf_tgt killed: the socket is gone, and so is everything it kept in memory."""
         self.stop()
         with self.lock:
             self.target.restart()
+
+    def up(self) -> None:
         self.start()
 
     def _accept(self, sock: socket.socket) -> None:

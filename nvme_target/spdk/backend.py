@@ -30,7 +30,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,22 +38,23 @@ from pathlib import Path
 import structlog
 
 from nvme_target import naming, validate
-from nvme_target.backend import Backend, only, page
+from nvme_target.backend import Backend, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
-from nvme_target.spdk.qos import spdk_limits
+from nvme_target.model import Capacity, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.spdk.exports import MODEL, SpdkExports
+from nvme_target.spdk.limits import SpdkLimits
 from nvme_target.spdk.replay import Replay
 from nvme_target.spdk.rpc import SpdkRpc
 from nvme_target.spdk.state import SpdkState
 from sluice_common.units import MiB, ceil_div, round_up
 from sluice_common.errors import (
-    AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
+    AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
     Unavailable,
 )
 
 log = structlog.get_logger(__name__)
-MODEL = "Sluice"
+__all__ = ["MODEL", "SpdkBackend", "SpdkConfig", "aio_block_size"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def aio_block_size(path: str) -> int:
         return 4096
 
 
-class SpdkBackend(Backend):
+class SpdkBackend(SpdkExports, SpdkLimits, Backend):
     def __init__(self, config: SpdkConfig, portals: tuple[Portal, ...], state_dir: Path,
                  overcommit_ratio: float = 4.0, rpc: SpdkRpc | None = None,
                  fill_marks: FillMarks | None = None) -> None:
@@ -403,74 +404,6 @@ class SpdkBackend(Backend):
         log.info("volume expanded", volume_id=volume_id, size_bytes=size)
         return replace(current, size_bytes=self._size(volume_id))
 
-    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
-        validate.volume_id(volume_id)
-        with self._lock:
-            vol = self.get_volume(volume_id)
-            self.state.put_volume(volume_id, {**self.state.volumes[volume_id], "qos": qos.as_params()})
-            self.changes.bump()
-            if volume_id in self.state.exports:
-                try:
-                    self._set_limits(volume_id)
-                except Unavailable:  # kept: the replay loop applies them when SPDK takes them
-                    self.replay.pending_limits.add(volume_id)
-                    raise
-            else:
-                log.info("limits kept; applied on the target when the volume is exported", volume_id=volume_id)
-        return replace(vol, qos=qos)
-
-    def _wanted_limits(self, vol_id: str) -> dict[str, int] | None:
-        rec = self.state.volumes.get(vol_id)
-        return None if rec is None or rec.get("qos") is None else spdk_limits(QoS.from_params(rec["qos"]))
-
-    def _set_limits(self, vol_id: str) -> None:
-        """Make SPDK enforce the volume's desired limits (it must be exported: SPDK takes
-        a change only on a bdev with an I/O channel). Nothing is sent when its
-        assigned_rate_limits already match. SPDK answers -EAGAIN (Unavailable) while
-        it is still setting up QoS on a new channel: retried for a few seconds."""
-        want = self._wanted_limits(vol_id)
-        if want is None:
-            return
-        deadline = time.monotonic() + self.config.limit_retry_seconds
-        while True:
-            try:
-                if self.target_limits(vol_id) != want:
-                    self._call("bdev_set_qos_limit", name=self._alias(vol_id), **want)
-                    log.info("target limits in force", volume_id=vol_id, **self.target_limits(vol_id))
-                self.replay.pending_limits.discard(vol_id)
-                return
-            except Unavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def _limits_at_export(self, vol_id: str) -> None:
-        """After an export: its limits; when SPDK does not take them yet, the replay
-        loop retries (the export itself stands)."""
-        try:
-            self._set_limits(vol_id)
-        except Unavailable as exc:
-            self.replay.pending_limits.add(vol_id)
-            log.warning("limits not applied yet; retrying in the background", volume_id=vol_id, error=str(exc))
-
-    def retry_limits(self, vol_id: str) -> None:
-        """The replay loop's retry of limits SPDK did not take before."""
-        with self._lock:
-            if vol_id not in self.state.exports or vol_id not in self.state.volumes:
-                self.replay.pending_limits.discard(vol_id)
-                return
-            try:
-                self._set_limits(vol_id)
-            except SluiceError as exc:
-                log.warning("limits still not applied", volume_id=vol_id, error=str(exc))
-
-    def target_limits(self, volume_id: str) -> dict[str, int]:
-        """What SPDK enforces now (assigned_rate_limits): after its rounding."""
-        bdev = self._bdev(volume_id)
-        if bdev is None:
-            raise NotFound(f"volume {volume_id} not found")
-        return dict(bdev["assigned_rate_limits"])
-
     # ---------------------------------------------------------------- snapshots
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
         validate.name(name)
@@ -567,108 +500,6 @@ class SpdkBackend(Backend):
             available_bytes=max(0, int(total * self.overcommit_ratio) - provisioned),
             data_percent=round(100.0 * used / total, 2) if total else 0.0, metadata_percent=0.0,
             overcommit_ratio=self.overcommit_ratio, allocation_unit_bytes=cluster)
-
-    # ------------------------------------------------------------------ exports
-    def portals(self) -> tuple[Portal, ...]:
-        return self._portals
-
-    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
-        hosts = frozenset(validate.host_nqn(h) for h in hosts)
-        with self._lock:
-            self.get_volume(volume_id)
-            self._export(volume_id, hosts)
-            self.state.put_export(volume_id, hosts)
-            self._limits_at_export(volume_id)
-        return self._describe(volume_id, hosts)
-
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
-        validate.host_nqn(host_nqn)
-        with self._lock:
-            hosts = self.state.exports.get(volume_id, frozenset()) | {host_nqn}
-            ro = self.state.readonly.get(volume_id, frozenset()) - {host_nqn} | ({host_nqn} if readonly else set())
-            self.get_volume(volume_id)
-            self._export(volume_id, hosts)
-            self.state.put_export(volume_id, hosts, frozenset(ro))
-            self._limits_at_export(volume_id)
-        return self._describe(volume_id, hosts)
-
-    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
-        with self._lock:
-            if volume_id not in self.state.exports:
-                return None
-            return self.export_volume(volume_id, self.state.exports[volume_id] - {host_nqn})
-
-    def unexport_volume(self, volume_id: str) -> None:
-        with self._lock:
-            try:
-                self._call("nvmf_delete_subsystem", nqn=naming.subsystem_nqn(volume_id))
-            except InvalidArgument:
-                if self._subsystem(naming.subsystem_nqn(volume_id)) is not None:
-                    raise  # it is there, so that was something else
-            self.state.drop_export(volume_id)
-
-    def get_export(self, volume_id: str) -> Export | None:
-        hosts = self.state.exports.get(volume_id)
-        return self._describe(volume_id, hosts) if hosts is not None else None
-
-    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
-        return only([self._describe(v, h) for v, h in sorted(self.state.exports.items())], volume_ids)
-
-    def _describe(self, vol_id: str, hosts: frozenset[str]) -> Export:
-        return naming.export(vol_id, self._portals, hosts, self.state.readonly.get(vol_id, ()))
-
-    def _subsystem(self, nqn: str) -> dict | None:
-        try:
-            return self.rpc.call("nvmf_get_subsystems", nqn=nqn)[0]
-        except NotFound:
-            return None
-
-    def _exported_nqn(self, vol_id: str) -> bool:
-        return self._subsystem(naming.subsystem_nqn(vol_id)) is not None
-
-    def _export(self, vol_id: str, hosts: frozenset[str], listed: Mapping[str, dict] | None = None) -> None:
-        """Converge the volume's subsystem on: namespace 1 with Sluice's UUID/NGUID, a
-        listener per portal, exactly `hosts`. Each step looks before it acts, so a
-        repeat (or a replay after a target restart) does only what is missing. `sub`:
-        `listed`: the subsystems as just listed (a replay lists them all at once)."""
-        nqn, ns_uuid = naming.subsystem_nqn(vol_id), naming.namespace_uuid(vol_id)
-        sub = self._subsystem(nqn) if listed is None else listed.get(nqn)
-        if sub is None:
-            try:
-                self.rpc.call("nvmf_create_subsystem", nqn=nqn, allow_any_host=False,
-                              serial_number=naming.serial(vol_id), model_number=MODEL)
-            except InvalidArgument:
-                if self._subsystem(nqn) is None:  # not a duplicate: the NQN itself is bad
-                    raise
-            sub = self._subsystem(nqn)
-            assert sub is not None
-        bdev = self._bdev(vol_id)
-        if bdev is None:
-            raise NotFound(f"volume {vol_id} not found")
-        if not any(ns["bdev_name"] == bdev["name"] for ns in sub["namespaces"]):
-            self._guard_uuid(ns_uuid, bdev["name"])
-            self.rpc.call("nvmf_subsystem_add_ns", nqn=nqn, namespace={
-                "bdev_name": self._alias(vol_id), "nsid": 1, "uuid": ns_uuid,
-                "nguid": naming.namespace_nguid(vol_id).replace("-", "").upper()})
-        have = {(a["traddr"], str(a["trsvcid"])) for a in sub["listen_addresses"]}
-        for portal in self._portals:
-            if (portal.traddr, portal.trsvcid) not in have:
-                self.rpc.call("nvmf_subsystem_add_listener", nqn=nqn, listen_address={
-                    "trtype": "TCP", "adrfam": "IPv6" if portal.adrfam == "ipv6" else "IPv4",
-                    "traddr": portal.traddr, "trsvcid": portal.trsvcid})
-        allowed = {h["nqn"] for h in sub["hosts"]}
-        for host in sorted(hosts - allowed):
-            self.rpc.call("nvmf_subsystem_add_host", nqn=nqn, host=host)
-        for host in sorted(allowed - hosts):
-            self.rpc.call("nvmf_subsystem_remove_host", nqn=nqn, host=host)
-
-    def _guard_uuid(self, ns_uuid: str, bdev_name: str) -> None:
-        """SPDK accepts a namespace UUID another bdev already uses; Sluice does not."""
-        for sub in self.rpc.call("nvmf_get_subsystems"):
-            for ns in sub.get("namespaces", []):
-                if ns.get("uuid") == ns_uuid and ns.get("bdev_name") != bdev_name:
-                    raise FailedPrecondition(f"namespace UUID {ns_uuid} is already used by bdev {ns['bdev_name']} "
-                                             f"in {sub['nqn']}")
 
     # ----------------------------------------------------------- decommission
     def delete_lvstore(self) -> None:

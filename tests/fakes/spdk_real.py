@@ -86,12 +86,18 @@ class RealView:
 
 
 class RealSpdkServer:
-    def __init__(self, workdir: Path, image_bytes: int = 4 * GiB) -> None:
+    def __init__(self, workdir: Path, image_bytes: int = 4 * GiB, image: str | None = None,
+                 binary: str | None = None) -> None:
+        """`image`: an existing file or block device for the base bdev (else a sparse
+        file of `image_bytes` is made); `binary`: nvmf_tgt (else SLUICE_SPDK_NVMF_TGT)."""
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.binary = binary or NVMF_TGT
         self.path = workdir / "spdk.sock"
-        self.image = str(workdir / "spdk.img")
-        with open(self.image, "wb") as fh:
-            fh.truncate(image_bytes)
+        self.image = image or str(workdir / "spdk.img")
+        if image is None:
+            with open(self.image, "wb") as fh:
+                fh.truncate(image_bytes)
         self.target = RealView(self.path)
         self.log = workdir / "nvmf_tgt.log"
         self.proc: subprocess.Popen | None = None
@@ -101,7 +107,8 @@ class RealSpdkServer:
         self.path.unlink(missing_ok=True)
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(
-                [NVMF_TGT, "--no-huge", "-s", "1024", "-m", "0x1", "--no-pci", "--interrupt-mode",
+                [self.binary, "--no-huge", "-s", "1024", "-m", "0x1", "--no-pci", "--interrupt-mode",
+                 "--disable-cpumask-locks",  # other targets may run on core 0 too
                  "-r", str(self.path)], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -130,7 +137,7 @@ class RealSpdkServer:
         self.start()
 
     def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+        self.kill()  # the test is over: nothing on the target needs a clean shutdown
 
 
 def make_server(workdir: Path, image_bytes: int = 4 * GiB):

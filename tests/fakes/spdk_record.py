@@ -82,11 +82,8 @@ def steps(image: str, port: str) -> list:
 
 
 def record(nvmf_tgt: str, out: Path) -> None:
-    import tests.fakes.spdk_real as real
-
-    real.NVMF_TGT = nvmf_tgt
     with tempfile.TemporaryDirectory() as tmp:
-        server = RealSpdkServer(Path(tmp), 2 * GiB)
+        server = RealSpdkServer(Path(tmp), 2 * GiB, binary=nvmf_tgt)
         lines = []
         try:
             for n, step in enumerate(steps(server.image, "4420"), start=1):

@@ -211,3 +211,25 @@ def test_the_aio_block_size_comes_from_the_device(tmp_path, monkeypatch, backend
         assert fake.target.errors_logged == []
     finally:
         fake.stop()
+
+
+def test_limits_spdk_does_not_take_yet_are_kept_and_retried_in_the_background(server, tmp_path, backends,
+                                                                               monkeypatch):
+    backend = make_backend(server, tmp_path, backends, limit_retry_seconds=0.3)
+    vol = backend.create_volume("pvc-p", 64 * MiB).id
+    backend.export_volume(vol, [HOST_A])
+    refused = []
+    send = backend.rpc.call
+
+    def call(method, **params):
+        if method == "bdev_set_qos_limit" and len(refused) < 12:  # SPDK still busy with QoS
+            refused.append(method)
+            raise Unavailable("SPDK bdev_set_qos_limit: Failed to configure rate limit: "
+                              "Resource temporarily unavailable", spdk_code=-32602)
+        return send(method, **params)
+    monkeypatch.setattr(backend.rpc, "call", call)
+    with pytest.raises(Unavailable):
+        backend.set_qos(vol, LIMIT)  # retryable for the caller ...
+    assert backend.get_volume(vol).qos == LIMIT  # ... and kept
+    wait_until(lambda: limits_of(server, vol) == spdk_limits(LIMIT))  # the loop got it in
+    assert len(refused) == 12 and backend.replay.pending_limits == set()

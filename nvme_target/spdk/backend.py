@@ -101,9 +101,8 @@ class SpdkBackend(SpdkExports, SpdkLimits, Backend):
         try:
             result = self.rpc.call(method, **params)
         except SluiceError:
-            if not self.replay.needed():
+            if not self.replay.settle():
                 raise
-            self.replay.run()
             return self.rpc.call(method, **params)
         if self.replay.needed():
             self.replay.run()

@@ -43,6 +43,7 @@ class Replay:
         self.problems: dict[str, str] = {}  # object -> why it could not be restored
         self.pending_limits: set[str] = set()  # exported volumes whose limits SPDK did not take yet
         self.running = False
+        self._runner = 0  # the thread running the replay
         self._last_run = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,13 +53,27 @@ class Replay:
         """A new connection may be a new nvmf_tgt: look again (not from inside a run)."""
         return not self.running and self.backend.rpc.connections != self.synced_connection
 
+    def settle(self) -> bool:
+        """After a call failed: True when it is worth retrying, once a replay that may
+        have been the cause's cure is done (a new connection, or another thread's
+        replay in progress). False inside the replay itself."""
+        if self.running and self._runner == threading.get_ident():
+            return False
+        if self.running:
+            with self.backend._lock:  # wait for it
+                return True
+        if self.needed():
+            self.run()
+            return True
+        return False
+
     def run(self, force: bool = False) -> bool:
         """Replay the desired state; True when everything is in place. Never raises a
         SluiceError: what failed is in `problems`."""
         with self.backend._lock:
             if self.running or (not force and not self.needed()):
                 return not self.problems
-            self.running = True
+            self.running, self._runner = True, threading.get_ident()
             try:
                 self._run()
             finally:
@@ -112,10 +127,13 @@ class Replay:
 
     def tick(self) -> None:
         """One look: replay a target that lost its state, retry what failed before."""
+        asked = time.monotonic()
         try:
             lost = not self.backend.has_transport()
         except SluiceError as exc:
-            self._report({**self.problems, TARGET: f"SPDK not answering: {exc}"})
+            with self.backend._lock:
+                if self._last_run < asked:  # no replay since: still true
+                    self._report({**self.problems, TARGET: f"SPDK not answering: {exc}"})
             return
         retry_due = self.problems and time.monotonic() - self._last_run >= self.retry_every
         if lost or self.needed() or retry_due:

@@ -198,7 +198,8 @@ def test_limits_are_applied_on_the_target_and_reported_as_spdk_rounds_them(backe
 
 
 # ------------------------------------------------------------------ restart
-def test_a_restarted_target_gets_exports_and_limits_back(backend, server, tmp_path):
+def test_a_restarted_target_gets_exports_and_limits_back(server, tmp_path, backends):
+    backend = make_backend(server, tmp_path, backends, watch_interval=0)  # health alone notices
     vol = backend.create_volume("pvc-x", 64 * MiB)
     export = backend.export_volume(vol.id, [HOST_A, HOST_B])
     backend.set_qos(vol.id, QoS(write_bps=8 * MiB))
@@ -214,7 +215,8 @@ def test_a_restarted_target_gets_exports_and_limits_back(backend, server, tmp_pa
     assert backend.get_volume(vol.id).qos == QoS(write_bps=8 * MiB)
 
 
-def test_a_reconnect_alone_replays_and_a_new_agent_finds_everything(backend, server, tmp_path, backends):
+def test_a_reconnect_alone_replays_and_a_new_agent_finds_everything(server, tmp_path, backends):
+    backend = make_backend(server, tmp_path, backends, watch_interval=0)  # the first call alone replays
     vol = backend.create_volume("pvc-y", 64 * MiB)
     export = backend.export_volume(vol.id, [HOST_A])
     server.restart()

@@ -67,6 +67,13 @@ def restored(server, exports: dict) -> bool:
     return True
 
 
+def target_errors(server) -> list[str]:
+    """What the target logged as errors: the real one's log, the fake's record."""
+    if hasattr(server, "log"):
+        return [line for line in server.log.read_text().splitlines() if "*ERROR*" in line]
+    return list(server.target.errors_logged)
+
+
 def wait_until(check, timeout: float = 60.0) -> float:
     start = time.monotonic()
     while not check():
@@ -102,9 +109,11 @@ def test_an_agent_restarted_alone_changes_nothing_on_the_target(backend, server,
     again = SpdkBackend(config, (PORTAL,), tmp_path / "state")
     backends.append(again)
     calls = recorded(again)
+    logged = target_errors(server)
     again.restore()
     assert again.health() == again.health() and again.health().ready and again.health().problems == ()
-    assert [m for m in calls if m in CHANGING] == [], "a healthy target gets no change (and logs no error)"
+    assert [m for m in calls if m in CHANGING] == [], "a healthy target gets no change"
+    assert target_errors(server) == logged, "and logs no error"
     assert restored(server, exports)
     unexported_limits_follow_at_export(again, server)
 

@@ -3,8 +3,11 @@
 Set SLUICE_SPDK_NVMF_TGT to the path of an nvmf_tgt binary (SPDK v26.05) and every SPDK
 host test — the Backend contract suite included — runs against a real target instead of
 tests/fakes/spdk_target.py: each test starts its own nvmf_tgt on a fresh RPC socket,
-with a sparse aio file as the base bdev, and kills it at the end. Both targets are
-driven through the same small surface, `TargetServer`:
+with a sparse aio file as the base bdev, and kills it at the end. Or set
+SLUICE_SPDK_SOCKET to the RPC socket of a running nvmf_tgt dedicated to the tests (on
+this machine: it opens the tests' aio files): each test's base bdev, lvstore and every
+subsystem but discovery are deleted after it; the tests that restart the target are
+skipped (they need the binary). All are driven through the same small surface:
 
     .path            the RPC socket
     .image           the aio file the lvstore lives on
@@ -33,7 +36,8 @@ from tests.fakes.spdk_target import FakeSpdk, FakeSpdkServer, RpcError
 GiB = 1 << 30
 FAKE_IMAGE = "/srv/sluice/spdk.img"
 NVMF_TGT = os.environ.get("SLUICE_SPDK_NVMF_TGT", "")
-REAL = bool(NVMF_TGT)
+SOCKET = os.environ.get("SLUICE_SPDK_SOCKET", "")
+REAL = bool(NVMF_TGT or SOCKET)
 
 
 def free_port() -> str:
@@ -140,10 +144,40 @@ class RealSpdkServer:
         self.kill()  # the test is over: nothing on the target needs a clean shutdown
 
 
+class SharedSpdkServer:
+    """A running nvmf_tgt the tests share (SLUICE_SPDK_SOCKET), emptied after each test."""
+
+    def __init__(self, workdir: Path, image_bytes: int = 4 * GiB) -> None:
+        self.path = Path(SOCKET)
+        self.image = str(workdir / "spdk.img")
+        with open(self.image, "wb") as fh:
+            fh.truncate(image_bytes)
+        self.target = RealView(self.path)
+
+    def restart(self) -> None:
+        import pytest
+
+        pytest.skip("restarting the target needs SLUICE_SPDK_NVMF_TGT (the binary), not a socket")
+
+    down = up = restart
+
+    def stop(self) -> None:
+        for sub in self.target.nvmf_get_subsystems():
+            if sub["subtype"] != "Discovery":
+                self.target.nvmf_delete_subsystem(nqn=sub["nqn"])
+        for lvs in self.target.bdev_lvol_get_lvstores():
+            self.target.bdev_lvol_delete_lvstore(lvs_name=lvs["name"])
+        for bdev in self.target.bdev_get_bdevs():
+            if bdev["product_name"] == "AIO disk":
+                self.target.bdev_aio_delete(name=bdev["name"])
+
+
 def make_server(workdir: Path, image_bytes: int = 4 * GiB):
-    """A fresh target: real when SLUICE_SPDK_NVMF_TGT is set, else the fake."""
-    if REAL:
+    """A fresh target: real when SLUICE_SPDK_NVMF_TGT (or _SOCKET) is set, else the fake."""
+    if NVMF_TGT:
         return RealSpdkServer(workdir, image_bytes)
+    if SOCKET:
+        return SharedSpdkServer(workdir, image_bytes)
     server = FakeSpdkServer(workdir / "spdk.sock", FakeSpdk({FAKE_IMAGE: image_bytes}))
     server.image = FAKE_IMAGE
     return server

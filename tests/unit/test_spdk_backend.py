@@ -2,12 +2,11 @@
 checked line by line against the real target's transcript): the whole Backend contract,
 then what is SPDK's own: error mapping, guards, QoS mapping and replay after a restart.
 
-With SLUICE_SPDK_NVMF_TGT=/path/to/nvmf_tgt the same tests run against a real target
-(tests/fakes/spdk_real.py)."""
+With SLUICE_SPDK_NVMF_TGT=/path/to/nvmf_tgt (or SLUICE_SPDK_SOCKET=<rpc socket>) the same
+tests run against a real target (tests/fakes/spdk_real.py)."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -20,6 +19,7 @@ from sluice_common.errors import (
     AlreadyExists, BackendFailure, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, Unavailable,
 )
 from tests.contract.backend_contract import HOST_A, HOST_B, MiB, BackendContract
+from tests.fakes import spdk_real
 from tests.fakes.spdk_real import free_port, make_server
 from tests.fakes.spdk_target import RpcError
 
@@ -259,9 +259,11 @@ def test_the_spdk_backend_needs_its_base_bdev():
 
 
 def test_an_agent_started_before_nvmf_tgt_replays_when_it_comes(tmp_path, backends):
+    if spdk_real.SOCKET and not spdk_real.NVMF_TGT:
+        pytest.skip("starting a target later needs SLUICE_SPDK_NVMF_TGT (the binary), not a socket")
     later = tmp_path / "later"
     later.mkdir()
-    image = "/srv/sluice/spdk.img" if not os.environ.get("SLUICE_SPDK_NVMF_TGT") else str(later / "spdk.img")
+    image = str(later / "spdk.img") if spdk_real.REAL else "/srv/sluice/spdk.img"
     config = SpdkConfig(socket=later / "spdk.sock", base_bdev="base0", aio_file=image, watch_interval=0)
     backend = SpdkBackend(config, (PORTAL,), tmp_path / "state")
     backends.append(backend)

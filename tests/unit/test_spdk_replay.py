@@ -71,7 +71,9 @@ def target_errors(server) -> list[str]:
     """What the target logged as errors: the real one's log, the fake's record."""
     if hasattr(server, "log"):
         return [line for line in server.log.read_text().splitlines() if "*ERROR*" in line]
-    return list(server.target.errors_logged)
+    if isinstance(server.target, FakeSpdk):
+        return list(server.target.errors_logged)
+    return []  # a shared target (SLUICE_SPDK_SOCKET): its log is not ours to read
 
 
 def wait_until(check, timeout: float = 60.0) -> float:
@@ -240,5 +242,6 @@ def test_limits_spdk_does_not_take_yet_are_kept_and_retried_in_the_background(se
     with pytest.raises(Unavailable):
         backend.set_qos(vol, LIMIT)  # retryable for the caller ...
     assert backend.get_volume(vol).qos == LIMIT  # ... and kept
-    wait_until(lambda: limits_of(server, vol) == spdk_limits(LIMIT))  # the loop got it in
-    assert len(refused) == 12 and backend.replay.pending_limits == set()
+    wait_until(lambda: limits_of(server, vol) == spdk_limits(LIMIT)  # the loop got it in
+               and not backend.replay.pending_limits)
+    assert len(refused) == 12

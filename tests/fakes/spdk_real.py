@@ -91,11 +91,12 @@ class RealView:
 
 class RealSpdkServer:
     def __init__(self, workdir: Path, image_bytes: int = 4 * GiB, image: str | None = None,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, start_timeout: float = 120.0) -> None:
         """`image`: an existing file or block device for the base bdev (else a sparse
         file of `image_bytes` is made); `binary`: nvmf_tgt (else SLUICE_SPDK_NVMF_TGT)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.start_timeout = start_timeout
         self.binary = binary or NVMF_TGT
         self.path = workdir / "spdk.sock"
         self.image = image or str(workdir / "spdk.img")
@@ -107,7 +108,8 @@ class RealSpdkServer:
         self.proc: subprocess.Popen | None = None
         self.start()
 
-    def start(self, timeout: float = 120.0) -> None:
+    def start(self) -> None:
+        timeout = self.start_timeout
         self.path.unlink(missing_ok=True)
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(

@@ -217,6 +217,8 @@ class SpdkBackend(SpdkExports, SpdkLimits, Backend):
         except SluiceError as exc:
             return Health(False, (str(exc),))
         problems = [why for key, why in sorted(self.replay.problems.items())]
+        problems += [f"limits of {vol_id} not in force on the target yet; retrying"
+                     for vol_id in sorted(self.replay.pending_limits)]
         if fill.level != "ok":
             problems.append(fill.reason)
         if "target" in self.replay.problems:

@@ -27,16 +27,24 @@ class ExportStore:
         """The hosts this volume was published to read-only."""
         return frozenset(self._entries().get(volume_id, {}).get("readonly", ()))
 
-    def put(self, volume_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None) -> None:
+    def fencing(self, volume_id: str) -> frozenset[str]:
+        """Hosts removed from this volume whose controllers may not be torn down yet."""
+        return frozenset(self._entries().get(volume_id, {}).get("fence", ()))
+
+    def put(self, volume_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None,
+            fence: frozenset[str] | None = None) -> None:
         """Record the allowed hosts (and which of them are read-only; None keeps the
-        read-only flags of the hosts that stay)."""
+        read-only flags of the hosts that stay) and the hosts still to fence (None keeps them)."""
         with self._lock:
             entries = self._entries()
             old = entries.get(volume_id, {})
             ro = frozenset(old.get("readonly", ())) if readonly is None else readonly
-            entry = {"hosts": sorted(hosts)}
+            fence = frozenset(old.get("fence", ())) if fence is None else fence
+            entry: dict = {"hosts": sorted(hosts)}
             if ro & hosts:
                 entry["readonly"] = sorted(ro & hosts)
+            if fence - hosts:
+                entry["fence"] = sorted(fence - hosts)
             if old == entry:
                 return
             entries[volume_id] = entry

@@ -18,18 +18,19 @@ class ExportStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._cache: dict[str, dict] | None = None  # the file's entries; replaced, never mutated
 
     def load(self) -> dict[str, frozenset[str]]:
         """The allowed hosts of every exported volume."""
-        return {vol: frozenset(entry["hosts"]) for vol, entry in self._entries().items()}
+        return {vol: frozenset(entry["hosts"]) for vol, entry in self._current().items()}
 
     def readonly(self, volume_id: str) -> frozenset[str]:
         """The hosts this volume was published to read-only."""
-        return frozenset(self._entries().get(volume_id, {}).get("readonly", ()))
+        return frozenset(self._current().get(volume_id, {}).get("readonly", ()))
 
     def fencing(self, volume_id: str) -> frozenset[str]:
         """Hosts removed from this volume whose controllers may not be torn down yet."""
-        return frozenset(self._entries().get(volume_id, {}).get("fence", ()))
+        return frozenset(self._current().get(volume_id, {}).get("fence", ()))
 
     def put(self, volume_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None,
             fence: frozenset[str] | None = None) -> None:
@@ -56,9 +57,18 @@ class ExportStore:
             if entries.pop(volume_id, None) is not None:
                 self._save(entries)
 
+    def _current(self) -> dict[str, dict]:
+        """The entries, read from the file once: this store is the file's only writer."""
+        cache = self._cache
+        if cache is None:
+            data = statefile.read_json(self.path, default={"version": VERSION, "exports": {}})
+            cache = self._cache = data["exports"]
+        return cache
+
     def _entries(self) -> dict[str, dict]:
-        data = statefile.read_json(self.path, default={"version": VERSION, "exports": {}})
-        return data["exports"]
+        return dict(self._current())
 
     def _save(self, entries: dict[str, dict]) -> None:
-        statefile.write_json(self.path, {"version": VERSION, "exports": dict(sorted(entries.items()))})
+        entries = dict(sorted(entries.items()))
+        statefile.write_json(self.path, {"version": VERSION, "exports": entries})
+        self._cache = entries

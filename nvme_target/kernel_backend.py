@@ -55,6 +55,7 @@ class KernelBackend(Backend):
         self.error_when_full = error_when_full
         self.fill_interval = fill_interval
         self._loops: list[threading.Event] = []
+        self._refresh_error = ""
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -94,19 +95,20 @@ class KernelBackend(Backend):
 
     def get_volume(self, volume_id: str) -> Volume:
         validate.volume_id(volume_id)
-        vol = self._judged(lvtags.to_volume(self.view.fresh().get(volume_id)))
+        vol = self._judged(lvtags.to_volume(self.view.current().get(volume_id)))
         if vol is None:
             raise NotFound(f"volume {volume_id} not found")
         return vol
 
     def find_volume(self, name: str) -> Volume | None:
         validate.name(name)
-        vol = self._judged(lvtags.to_volume(self.view.fresh().get(naming.volume_id(name))))
+        vol = self._judged(lvtags.to_volume(self.view.current().get(naming.volume_id(name))))
         return vol if vol is not None and vol.name == name else None
 
     def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
-        vols = sorted((v for v in map(lvtags.to_volume, self.view.fresh().values()) if v), key=lambda v: v.id)
-        return [self._judged(v) for v in page(vols, lambda v: v.id, start_after, limit)]
+        lvs = self.view.current()
+        ids = sorted(name for name, lv in lvs.items() if lvtags.kind(lv) == "volume" and not lvtags.incomplete(lv))
+        return [self._judged(lvtags.to_volume(lvs[i])) for i in page(ids, str, start_after, limit)]
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         try:
@@ -189,18 +191,18 @@ class KernelBackend(Backend):
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         validate.snapshot_id(snapshot_id)
-        snap = lvtags.to_snapshot(self.view.fresh().get(snapshot_id))
+        snap = lvtags.to_snapshot(self.view.current().get(snapshot_id))
         if snap is None:
             raise NotFound(f"snapshot {snapshot_id} not found")
         return snap
 
     def find_snapshot(self, name: str) -> Snapshot | None:
         validate.name(name)
-        snap = lvtags.to_snapshot(self.view.fresh().get(naming.snapshot_id(name)))
+        snap = lvtags.to_snapshot(self.view.current().get(naming.snapshot_id(name)))
         return snap if snap is not None and snap.name == name else None
 
     def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
-        snaps = (s for s in map(lvtags.to_snapshot, self.view.fresh().values()) if s)
+        snaps = (s for s in map(lvtags.to_snapshot, self.view.current().values()) if s)
         return sorted((s for s in snaps if source_volume_id in (None, s.source_volume_id)),
                       key=lambda s: s.id)
 
@@ -220,7 +222,7 @@ class KernelBackend(Backend):
 
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
-        lvs = self.view.fresh()
+        lvs = self.view.current()
         pool = self._pool(lvs)
         provisioned = _provisioned(lvs)
         limit = int(pool.size * self.overcommit_ratio)
@@ -281,8 +283,14 @@ class KernelBackend(Backend):
             self._loops.append(loops.every(self.fill_interval, self.refresh_fill, "pool-fill"))
 
     def refresh_fill(self) -> None:
-        """Measure the pool's fill again (and grow the pool when that is enabled)."""
-        pool = self._pool(self.view.fresh())
+        """Re-read LVM: re-syncs the index with anything changed behind the agent's back
+        and measures the pool's fill again (growing the pool when that is enabled)."""
+        try:
+            pool = self._pool(self.view.fresh())
+        except SluiceError as exc:
+            self._refresh_error = f"cannot read the volume group: {exc}"
+            raise
+        self._refresh_error = ""
         if self.pool_watch.auto_extend(pool):
             self.view.invalidate()
             self._pool(self.view.fresh())
@@ -294,9 +302,11 @@ class KernelBackend(Backend):
     def health(self) -> Health:
         problems: list[str] = []
         try:
-            self._pool(self.view.fresh())
+            self._pool(self.view.current())
         except SluiceError as exc:
             problems.append(str(exc))
+        if self._refresh_error:
+            problems.append(self._refresh_error)
         if not self.nvmet.available():
             problems.append(f"nvmet configfs missing at {self.nvmet.root}")
         if not Path("/sys/module/nvmet_tcp").is_dir():

@@ -56,6 +56,7 @@ class KernelBackend(Backend):
         self.fill_interval = fill_interval
         self._loops: list[threading.Event] = []
         self._refresh_error = ""
+        self._refresh_lock = threading.Lock()  # one measurement (and one pool extension) at a time
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -285,15 +286,16 @@ class KernelBackend(Backend):
     def refresh_fill(self) -> None:
         """Re-read LVM: re-syncs the index with anything changed behind the agent's back
         and measures the pool's fill again (growing the pool when that is enabled)."""
-        try:
-            pool = self._pool(self.view.fresh())
-        except SluiceError as exc:
-            self._refresh_error = f"cannot read the volume group: {exc}"
-            raise
-        self._refresh_error = ""
-        if self.pool_watch.auto_extend(pool):
-            self.view.invalidate()
-            self._pool(self.view.fresh())
+        with self._refresh_lock:
+            try:
+                pool = self._pool(self.view.fresh())
+            except SluiceError as exc:
+                self._refresh_error = f"cannot read the volume group: {exc}"
+                raise
+            self._refresh_error = ""
+            if self.pool_watch.auto_extend(pool):
+                self.view.invalidate()
+                self._pool(self.view.fresh())
 
     def close(self) -> None:
         for stop in self._loops:

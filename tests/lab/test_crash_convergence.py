@@ -128,7 +128,8 @@ def check(agent: AgentProcess, case: Case, ctx: dict) -> None:
     assert configfs_exports() == {naming.subsystem_nqn(v): h for v, h in exports.items()}, case.point
     assert len(port_links()) == len(exports), case.point
     assert sorted(p.name for p in (NVMET / "hosts").iterdir()) == sorted({h for hs in exports.values() for h in hs})
-    state = json.loads((agent.socket.parent / "state" / "exports.json").read_text())["exports"]
+    state_file = agent.socket.parent / "state" / "exports.json"
+    state = json.loads(state_file.read_text())["exports"] if state_file.exists() else {}
     assert state == {v: {"hosts": h} for v, h in exports.items()}, (case.point, state)
     assert [(x.volume_id, sorted(x.hosts)) for x in agent.client.list_exports()] == sorted(exports.items())
     if case.content is not None:

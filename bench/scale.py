@@ -70,7 +70,7 @@ def main() -> int:
                               "--portal", "127.0.0.1:4420", "--log-level", "warning",
                               "--overcommit-ratio", "4"])
     client = AgentClient(f"unix:{sock}", timeout=600)
-    wait_for(lambda: _ready(client), 120, "agent")
+    wait_for(lambda: _ready(client), 600, "agent")
     rss_empty = rss_kib(agent.pid)
     creates: list[float] = []
     walks: dict[int, tuple[int, float]] = {}

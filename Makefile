@@ -69,8 +69,8 @@ image-test: lab ## build the image, run every mode's --help from it, then its no
 
 bench: lab ## benchmarks in the lab VM, each printing ratios measured side by side
 	@rm -rf $(LAB_RUNS)/bench
-	$(PY) lab/vm.py --disks 3 --out $(LAB_RUNS)/bench -- bash -c \
-	  '$(PY) bench/target_create_export.py && $(PY) bench/node_stage.py && $(PY) bench/qos.py' 
+	$(PY) lab/vm.py --disks 4 --out $(LAB_RUNS)/bench -- bash -c \
+	  '$(PY) bench/target_create_export.py && $(PY) bench/node_stage.py && $(PY) bench/qos.py && $(PY) bench/scale.py' 
 
 proto: setup ## regenerate the committed gRPC stubs from proto/
 	cd proto && ../$(PY) -m sluice_proto._generate

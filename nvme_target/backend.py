@@ -29,7 +29,7 @@ def only(exports: Iterable[Export], volume_ids: Collection[str] | None) -> list[
 
 
 class Backend(abc.ABC):
-    changes: ChangeFeed  # bumped by every set_qos; each backend creates its own
+    changes: ChangeFeed  # bumped by every set_qos and condition change; each backend creates its own
 
     # ----------------------------------------------------------------- volumes
     @abc.abstractmethod
@@ -70,9 +70,10 @@ class Backend(abc.ABC):
 
     def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
                       tick: float = 1.0) -> Iterator[Volume]:
-        """Yield each of these volumes now, then again whenever its limits change, until
-        `stop` is set. Missing volumes are skipped. Waits on `changes`, never polls storage."""
-        sent: dict[str, QoS | None] = {}
+        """Yield each of these volumes now, then again whenever its limits or its
+        condition change, until `stop` is set. Missing volumes are skipped. Waits on
+        `changes` (bumped by set_qos and by pool fill level changes), never polls storage."""
+        sent: dict[str, tuple[QoS | None, str]] = {}
         seen = -1
         while not stop.is_set():
             version = self.changes.version if seen < 0 else self.changes.wait(seen, tick)
@@ -84,8 +85,8 @@ class Backend(abc.ABC):
                     vol = self.get_volume(volume_id)
                 except NotFound:
                     continue
-                if volume_id not in sent or sent[volume_id] != vol.qos:
-                    sent[volume_id] = vol.qos
+                if sent.get(volume_id) != (vol.qos, vol.condition):
+                    sent[volume_id] = (vol.qos, vol.condition)
                     yield vol
 
     # --------------------------------------------------------------- snapshots

@@ -18,25 +18,34 @@ class ExportStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._cache: dict[str, dict] | None = None  # the file's entries; replaced, never mutated
 
     def load(self) -> dict[str, frozenset[str]]:
         """The allowed hosts of every exported volume."""
-        return {vol: frozenset(entry["hosts"]) for vol, entry in self._entries().items()}
+        return {vol: frozenset(entry["hosts"]) for vol, entry in self._current().items()}
 
     def readonly(self, volume_id: str) -> frozenset[str]:
         """The hosts this volume was published to read-only."""
-        return frozenset(self._entries().get(volume_id, {}).get("readonly", ()))
+        return frozenset(self._current().get(volume_id, {}).get("readonly", ()))
 
-    def put(self, volume_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None) -> None:
+    def fencing(self, volume_id: str) -> frozenset[str]:
+        """Hosts removed from this volume whose controllers may not be torn down yet."""
+        return frozenset(self._current().get(volume_id, {}).get("fence", ()))
+
+    def put(self, volume_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None,
+            fence: frozenset[str] | None = None) -> None:
         """Record the allowed hosts (and which of them are read-only; None keeps the
-        read-only flags of the hosts that stay)."""
+        read-only flags of the hosts that stay) and the hosts still to fence (None keeps them)."""
         with self._lock:
             entries = self._entries()
             old = entries.get(volume_id, {})
             ro = frozenset(old.get("readonly", ())) if readonly is None else readonly
-            entry = {"hosts": sorted(hosts)}
+            fence = frozenset(old.get("fence", ())) if fence is None else fence
+            entry: dict = {"hosts": sorted(hosts)}
             if ro & hosts:
                 entry["readonly"] = sorted(ro & hosts)
+            if fence - hosts:
+                entry["fence"] = sorted(fence - hosts)
             if old == entry:
                 return
             entries[volume_id] = entry
@@ -48,9 +57,18 @@ class ExportStore:
             if entries.pop(volume_id, None) is not None:
                 self._save(entries)
 
+    def _current(self) -> dict[str, dict]:
+        """The entries, read from the file once: this store is the file's only writer."""
+        cache = self._cache
+        if cache is None:
+            data = statefile.read_json(self.path, default={"version": VERSION, "exports": {}})
+            cache = self._cache = data["exports"]
+        return cache
+
     def _entries(self) -> dict[str, dict]:
-        data = statefile.read_json(self.path, default={"version": VERSION, "exports": {}})
-        return data["exports"]
+        return dict(self._current())
 
     def _save(self, entries: dict[str, dict]) -> None:
-        statefile.write_json(self.path, {"version": VERSION, "exports": dict(sorted(entries.items()))})
+        entries = dict(sorted(entries.items()))
+        statefile.write_json(self.path, {"version": VERSION, "exports": entries})
+        self._cache = entries

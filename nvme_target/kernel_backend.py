@@ -17,15 +17,17 @@ from collections.abc import Collection, Iterable, Mapping
 
 import structlog
 
-from nvme_target import lvtags, naming, validate
+from nvme_target import faults, loops, lvtags, naming, validate
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.exports import ExportStore
+from nvme_target.fill import FillMarks
 from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
 from nvme_target.nvmet_exports import NvmetExporter
+from nvme_target.pool_watch import PoolWatch
 from sluice_common.units import round_up
 from sluice_common.errors import (
     AlreadyExists, BackendFailure, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
@@ -36,8 +38,9 @@ log = structlog.get_logger(__name__)
 
 class KernelBackend(Backend):
     def __init__(self, vg: str, pool: str, portals: tuple[Portal, ...], state_dir: Path,
-                 overcommit_ratio: float = 4.0, full_percent: float = 95.0,
-                 nvmet: Nvmet | None = None, pvs: tuple[str, ...] = ()) -> None:
+                 overcommit_ratio: float = 4.0, marks: FillMarks | None = None,
+                 nvmet: Nvmet | None = None, pvs: tuple[str, ...] = (), auto_extend_percent: float = 0.0,
+                 error_when_full: bool = True, fill_interval: float = 10.0) -> None:
         if overcommit_ratio <= 0:
             raise InvalidArgument("overcommit_ratio must be positive")
         self.lvm = Lvm(vg, pool, pvs)
@@ -46,9 +49,14 @@ class KernelBackend(Backend):
         self.exporter = NvmetExporter(self.nvmet, ExportStore(state_dir / "exports.json"),
                                       portals, self.lvm.path)
         self.overcommit_ratio = overcommit_ratio
-        self.full_percent = full_percent
         self._lvm_lock = threading.Lock()
         self.changes = ChangeFeed()
+        self.pool_watch = PoolWatch(self.lvm, marks or FillMarks(), auto_extend_percent, on_change=self.changes.bump)
+        self.error_when_full = error_when_full
+        self.fill_interval = fill_interval
+        self._loops: list[threading.Event] = []
+        self._refresh_error = ""
+        self._refresh_lock = threading.Lock()  # one measurement (and one pool extension) at a time
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -61,13 +69,16 @@ class KernelBackend(Backend):
             lvs = self.view.current()
             pool = self._pool(lvs)
             size = round_up(size_bytes, pool.extent_size)
-            if vol_id in lvs:
-                return self._same_volume(lvs[vol_id], name, size, meta, source)
             if source is not None:
                 lvs = self.view.fresh()  # clones are rare: check the source against LVM itself
+            if lvtags.incomplete(lvs.get(vol_id)):
+                self._drop_incomplete(lvs.pop(vol_id))
+            if vol_id in lvs:
+                return self._same_volume(lvs[vol_id], name, size, meta, source)
             origin = self._source_lv(lvs, source) if source else None
             if origin is not None and size < origin.size:
                 raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin.size} bytes)")
+            self._check_fill(pool)
             self._check_room(lvs, pool, size)
             tags = lvtags.volume_tags(name, meta, source)
             if origin is None:
@@ -85,19 +96,20 @@ class KernelBackend(Backend):
 
     def get_volume(self, volume_id: str) -> Volume:
         validate.volume_id(volume_id)
-        vol = lvtags.to_volume(self.view.fresh().get(volume_id))
+        vol = self._judged(lvtags.to_volume(self.view.current().get(volume_id)))
         if vol is None:
             raise NotFound(f"volume {volume_id} not found")
         return vol
 
     def find_volume(self, name: str) -> Volume | None:
         validate.name(name)
-        vol = lvtags.to_volume(self.view.fresh().get(naming.volume_id(name)))
+        vol = self._judged(lvtags.to_volume(self.view.current().get(naming.volume_id(name))))
         return vol if vol is not None and vol.name == name else None
 
     def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
-        vols = sorted((v for v in map(lvtags.to_volume, self.view.fresh().values()) if v), key=lambda v: v.id)
-        return page(vols, lambda v: v.id, start_after, limit)
+        lvs = self.view.current()
+        ids = sorted(name for name, lv in lvs.items() if lvtags.kind(lv) == "volume" and not lvtags.incomplete(lv))
+        return [self._judged(lvtags.to_volume(lvs[i])) for i in page(ids, str, start_after, limit)]
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         try:
@@ -108,8 +120,9 @@ class KernelBackend(Backend):
             if not unexport:
                 raise InUse(f"volume {volume_id} is exported; unexport it first")
             self.exporter.unexport(volume_id)
+            faults.point("delete.after-unexport")
         with self._lvm_lock:
-            if lvtags.to_volume(self.view.fresh().get(volume_id)) is None:
+            if lvtags.kind(self.view.fresh().get(volume_id)) != "volume":  # incomplete clones too
                 return
             self.lvm.remove(volume_id)
             self.view.removed(volume_id)
@@ -128,12 +141,12 @@ class KernelBackend(Backend):
             if size < current.size_bytes:
                 raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
                                       f"({current.size_bytes} bytes): volumes only grow")
-            if size == current.size_bytes:
-                return current
-            self._check_room(lvs, pool, size - current.size_bytes)
-            self.lvm.extend(volume_id, size)
-            self.view.resized(volume_id, size)
-        self.exporter.revalidate(volume_id)
+            if size > current.size_bytes:
+                self._check_room(lvs, pool, size - current.size_bytes)
+                self.lvm.extend(volume_id, size)
+                self.view.resized(volume_id, size)
+                faults.point("expand.after-extend")
+        self.exporter.revalidate(volume_id)  # again on a retry: a crash may have skipped it
         log.info("volume expanded", volume_id=volume_id, size_bytes=size)
         return replace(current, size_bytes=size)
 
@@ -168,27 +181,29 @@ class KernelBackend(Backend):
             validate.volume_id(source_volume_id)
             if lvtags.to_volume(lvs.get(source_volume_id)) is None:
                 raise NotFound(f"source volume {source_volume_id} not found")
+            self._check_fill(self._pool(lvs))
             self.lvm.snapshot(source_volume_id, snap_id, lvtags.snapshot_tags(name, source_volume_id),
                               writable=False)
             self.view.invalidate()
+            faults.point("snapshot.after-lvcreate")
             created = lvtags.to_snapshot(self.view.fresh()[snap_id])
         log.info("snapshot created", snapshot_id=snap_id, source_volume_id=source_volume_id)
         return created  # type: ignore[return-value]
 
     def get_snapshot(self, snapshot_id: str) -> Snapshot:
         validate.snapshot_id(snapshot_id)
-        snap = lvtags.to_snapshot(self.view.fresh().get(snapshot_id))
+        snap = lvtags.to_snapshot(self.view.current().get(snapshot_id))
         if snap is None:
             raise NotFound(f"snapshot {snapshot_id} not found")
         return snap
 
     def find_snapshot(self, name: str) -> Snapshot | None:
         validate.name(name)
-        snap = lvtags.to_snapshot(self.view.fresh().get(naming.snapshot_id(name)))
+        snap = lvtags.to_snapshot(self.view.current().get(naming.snapshot_id(name)))
         return snap if snap is not None and snap.name == name else None
 
     def list_snapshots(self, source_volume_id: str | None = None) -> list[Snapshot]:
-        snaps = (s for s in map(lvtags.to_snapshot, self.view.fresh().values()) if s)
+        snaps = (s for s in map(lvtags.to_snapshot, self.view.current().values()) if s)
         return sorted((s for s in snaps if source_volume_id in (None, s.source_volume_id)),
                       key=lambda s: s.id)
 
@@ -208,11 +223,11 @@ class KernelBackend(Backend):
 
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
-        lvs = self.view.fresh()
+        lvs = self.view.current()
         pool = self._pool(lvs)
         provisioned = _provisioned(lvs)
         limit = int(pool.size * self.overcommit_ratio)
-        full = pool.data_percent >= self.full_percent
+        full = self.pool_watch.fill.level != "ok"
         return Capacity(
             total_bytes=pool.size, used_bytes=int(pool.size * pool.data_percent / 100),
             provisioned_bytes=provisioned, available_bytes=0 if full else max(0, limit - provisioned),
@@ -254,30 +269,75 @@ class KernelBackend(Backend):
 
     # --------------------------------------------------------------- lifecycle
     def restore(self) -> None:
+        """At start: remove crash debris (incomplete clones, half-made exports), then
+        re-apply the saved exports, then start watching the pool's fill."""
         lvs = self.view.fresh()
+        if self.error_when_full and self._pool(lvs).when_full != "error":
+            self.lvm.error_when_full()
+        for lv in [lv for lv in lvs.values() if lvtags.incomplete(lv)]:
+            self._drop_incomplete(lvs.pop(lv.name))
         for lv in lvs.values():
             if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
                 self.lvm.activate(lv.name)
         self.exporter.restore(lambda vol_id: lvtags.to_volume(lvs.get(vol_id)) is not None)
+        if self.fill_interval > 0 and not self._loops:
+            self._loops.append(loops.every(self.fill_interval, self.refresh_fill, "pool-fill"))
+
+    def refresh_fill(self) -> None:
+        """Re-read LVM: re-syncs the index with anything changed behind the agent's back
+        and measures the pool's fill again (growing the pool when that is enabled)."""
+        with self._refresh_lock:
+            try:
+                pool = self._pool(self.view.fresh())
+            except SluiceError as exc:
+                self._refresh_error = f"cannot read the volume group: {exc}"
+                raise
+            self._refresh_error = ""
+            if self.pool_watch.auto_extend(pool):
+                self.view.invalidate()
+                self._pool(self.view.fresh())
+
+    def close(self) -> None:
+        for stop in self._loops:
+            stop.set()
 
     def health(self) -> Health:
         problems: list[str] = []
         try:
-            self._pool(self.view.fresh())
+            self._pool(self.view.current())
         except SluiceError as exc:
             problems.append(str(exc))
+        if self._refresh_error:
+            problems.append(self._refresh_error)
         if not self.nvmet.available():
             problems.append(f"nvmet configfs missing at {self.nvmet.root}")
         if not Path("/sys/module/nvmet_tcp").is_dir():
             problems.append("kernel module nvmet_tcp is not loaded")
-        return Health(ready=not problems, problems=tuple(problems))
+        # reported, not fatal: a full pool must still serve deletes, and an export that
+        # could not be restored must not take the others down
+        reported = [self.pool_watch.condition] if self.pool_watch.condition else []
+        reported += sorted(self.exporter.problems.values())
+        return Health(ready=not problems, problems=tuple(problems + reported))
 
     # ---------------------------------------------------------------- internals
     def _pool(self, lvs: dict[str, LogicalVolume]) -> LogicalVolume:
         pool = lvs.get(self.lvm.pool)
         if pool is None or pool.segtype != "thin-pool":
             raise Unavailable(f"thin pool {self.lvm.vg}/{self.lvm.pool} not found")
+        self.pool_watch.observe(pool)
         return pool
+
+    def _judged(self, vol: Volume | None) -> Volume | None:
+        """The volume with the pool's condition (every volume shares the pool's fate)."""
+        condition = self.pool_watch.condition
+        return replace(vol, condition=condition) if vol is not None and condition else vol
+
+    def _check_fill(self, pool: LogicalVolume) -> None:
+        """No new volume, clone or snapshot past the high mark: the room left is for the
+        volumes that exist."""
+        fill = self.pool_watch.observe(pool)
+        if fill.level != "ok":
+            raise NoSpace(f"refusing to create: {fill.reason}")
 
     def _same_volume(self, lv: LogicalVolume, name: str, size: int, meta: dict,
                      source: Source | None) -> Volume:
@@ -303,24 +363,36 @@ class KernelBackend(Backend):
         except BackendFailure:
             self.view.invalidate()
             raise
+        faults.point("create.after-lvcreate")
         self.view.created(LogicalVolume(
             name=vol_id, size=size, tags=tuple(tags), segtype="thin", pool=self.lvm.pool, origin="",
             data_percent=0.0, metadata_percent=0.0, metadata_size=0,
             created_at=datetime.now(UTC), active=True, extent_size=pool.extent_size))
 
     def _clone(self, origin: LogicalVolume, vol_id: str, size: int, tags: list[str]) -> None:
+        """A writable thin snapshot, grown to `size`. Until it is grown it carries the
+        incomplete tag: a crash in between leaves an LV that no call reports as a
+        volume and that the next create of that name (or the agent's start) removes."""
         self.view.invalidate()
-        self.lvm.snapshot(origin.name, vol_id, tags, writable=True)
-        if size > origin.size:
+        grow = size > origin.size
+        self.lvm.snapshot(origin.name, vol_id, tags + ([lvtags.INCOMPLETE] if grow else []), writable=True)
+        faults.point("clone.after-snapshot")
+        if grow:
             try:
                 self.lvm.extend(vol_id, size)
+                faults.point("clone.after-extend")
+                self.lvm.retag(vol_id, [lvtags.INCOMPLETE], [])
             except SluiceError:
                 self.lvm.remove(vol_id)  # nothing half-created
                 raise
 
+    def _drop_incomplete(self, lv: LogicalVolume) -> None:
+        """Remove a clone a crash left half-made (see _clone)."""
+        log.warning("removing a clone left incomplete by a crash", lv=lv.name)
+        self.lvm.remove(lv.name)
+        self.view.removed(lv.name)
+
     def _check_room(self, lvs: dict[str, LogicalVolume], pool: LogicalVolume, extra: int) -> None:
-        if pool.data_percent >= self.full_percent:
-            raise NoSpace(f"thin pool {self.lvm.pool} is {pool.data_percent:.1f}% full")
         limit = int(pool.size * self.overcommit_ratio)
         provisioned = _provisioned(lvs)
         if provisioned + extra > limit:

@@ -1,11 +1,14 @@
-"""The LVM report as the agent last saw it, so the hot path (create) skips an `lvs`.
+"""The agent's index of its LVs: the LVM report as the agent last saw it, so calls
+answer without running `lvs` (a few seconds each on a busy node with many LVs).
 
-LVM stays the source of truth: every read API asks LVM afresh, and the view is only a
-shortcut for `create_volume`, which needs to know whether the name exists and how much
-is provisioned. It is valid because the agent is the only writer of its thin pool: each
-of its own mutations updates the view, and anything older than `ttl` seconds (pool
-fill changes with I/O) is read again. A create that LVM refuses falls back to a fresh
-read, so a view that somehow missed an LV can cost a retry, never a wrong answer.
+LVM stays the source of truth on disk. The index is built by the first read, updated
+by each of the agent's own mutations (it is the only writer of its thin pool), re-read
+whole by the kernel backend's background loop every --fill-interval seconds (pool fill
+changes with I/O; the same read re-syncs anything changed behind the agent's back),
+and re-read by any read when it is older than `ttl` (a backstop when no loop runs).
+Mutations that must not act on a stale picture (delete, expand, clone, snapshot) ask
+LVM afresh; a create that LVM refuses falls back to a fresh read, so a stale index
+costs a retry, never a wrong answer.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from nvme_target.lvm import LogicalVolume, Lvm
 
 
 class LvView:
-    def __init__(self, lvm: Lvm, ttl: float = 10.0) -> None:
+    def __init__(self, lvm: Lvm, ttl: float = 30.0) -> None:
         self.lvm = lvm
         self.ttl = ttl
         self._lock = threading.Lock()

@@ -16,7 +16,7 @@ from sluice_common import runner
 from sluice_common.errors import Unavailable
 
 LV_FIELDS = ("lv_name,lv_size,lv_tags,segtype,pool_lv,origin,data_percent,metadata_percent,"
-             "lv_metadata_size,lv_time,lv_active,vg_extent_size")
+             "lv_metadata_size,lv_time,lv_active,vg_extent_size,lv_when_full")
 UNITS = ("--units", "b", "--nosuffix")
 
 
@@ -34,6 +34,7 @@ class LogicalVolume:
     created_at: datetime
     active: bool
     extent_size: int
+    when_full: str = ""  # thin pools: "error" or "queue" (what a write sees when the pool is full)
 
 
 def _num(value: str) -> float:
@@ -58,6 +59,7 @@ def _record(row: dict) -> LogicalVolume:
         created_at=_time(row.get("lv_time", "")),
         active=row.get("lv_active", "") == "active",
         extent_size=int(_num(row.get("vg_extent_size", ""))),
+        when_full=row.get("lv_when_full", ""),
     )
 
 
@@ -110,6 +112,23 @@ class Lvm:
 
     def remove(self, name: str) -> None:
         runner.run(self._lvm("lvremove", "-q", "-y", f"{self.vg}/{name}"))
+
+    def error_when_full(self) -> None:
+        """A full pool fails writes to unallocated blocks at once (instead of queueing
+        them for dm-thin's no_space_timeout, 60 s, which looks like a hang)."""
+        runner.run(self._lvm("lvchange", "-q", "--errorwhenfull", "y", f"{self.vg}/{self.pool}"))
+
+    def vg_free(self) -> int:
+        result = runner.run(self._lvm("vgs", "--noheadings", *UNITS, "-o", "vg_free", self.vg))
+        return int(_num(result.stdout.strip()))
+
+    def extend_pool(self, data_bytes: int = 0, metadata_bytes: int = 0) -> None:
+        """Grow the pool's data (or metadata) by these many bytes (LVM rounds to extents)."""
+        if data_bytes:
+            runner.run(self._lvm("lvextend", "-q", "-L", f"+{data_bytes}b", f"{self.vg}/{self.pool}"))
+        if metadata_bytes:
+            runner.run(self._lvm("lvextend", "-q", "--poolmetadatasize", f"+{metadata_bytes}b",
+                                 f"{self.vg}/{self.pool}"))
 
     def activate(self, name: str) -> None:
         runner.run(self._lvm("lvchange", "-q", "-ay", "-K", f"{self.vg}/{name}"))

@@ -7,6 +7,8 @@ Tags use only [A-Za-z0-9._-]; free text (the CSI name, metadata) is hex-encoded:
     sluice.meta.<hex of the metadata as JSON>          (volumes with metadata)
     sluice.src.snapshot.<id> | sluice.src.volume.<id>  (clones; a snapshot's origin volume)
     sluice.qos.<hex of the limits as JSON>             (volumes whose limits were set)
+    sluice.incomplete                                  (a clone not yet grown to its size:
+                                                        crash debris until the tag is dropped)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from nvme_target.lvm import LogicalVolume
 from nvme_target.model import QoS, Snapshot, Source, Volume
 
 KIND, NAME, META, SRC, QOS = "sluice.kind.", "sluice.name.", "sluice.meta.", "sluice.src.", "sluice.qos."
+INCOMPLETE = "sluice.incomplete"
 
 
 def volume_tags(name: str, metadata: Mapping[str, str], source: Source | None) -> list[str]:
@@ -41,12 +44,16 @@ def qos_tags(lv: LogicalVolume) -> list[str]:
     return [tag for tag in lv.tags if tag.startswith(QOS)]
 
 
+def incomplete(lv: LogicalVolume | None) -> bool:
+    return lv is not None and INCOMPLETE in lv.tags
+
+
 def kind(lv: LogicalVolume | None) -> str | None:
     return _value(lv, KIND) if lv is not None else None
 
 
 def to_volume(lv: LogicalVolume | None) -> Volume | None:
-    if lv is None or kind(lv) != "volume":
+    if lv is None or kind(lv) != "volume" or incomplete(lv):
         return None
     meta_hex = _value(lv, META)
     metadata = json.loads(bytes.fromhex(meta_hex)) if meta_hex else {}

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from nvme_target import faults
 from sluice_common.errors import AlreadyExists, BackendFailure, NotFound, Unavailable
 
 Mode = Literal["lookup", "create", "ensure"]
@@ -86,6 +87,13 @@ class Namespace(_Node):
             self.set(attr, value)
         self.set("enable", "1")
 
+    def drain(self) -> None:
+        """Disable and re-enable: the kernel waits for every request in flight on the
+        namespace to complete before a disable returns."""
+        if self.enabled:
+            self.set("enable", "0")
+            self.set("enable", "1")
+
     def revalidate_size(self) -> None:
         """Tell connected hosts the backing device grew (a namespace-changed event)."""
         _configfs((self.path / "revalidate_size").write_text, "1")
@@ -123,6 +131,7 @@ class Subsystem(_Node):
             return
         for port in ports:
             port.unlink_subsystem(self.name)
+        faults.point("unexport.after-unlink")
         for ns in self.namespaces():
             ns.delete()
         for nqn in self.allowed_hosts():

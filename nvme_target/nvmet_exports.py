@@ -5,6 +5,9 @@ hosts (attr_allow_any_host=0, set before any port link exists).
 The desired state is written to the ExportStore so restore() can rebuild configfs after
 a reboot. Ordering keeps the saved state the more restrictive one at every instant:
 hosts are added to configfs before the store, and removed from the store first.
+
+Removing a host fences it (remove_host): its live controllers are torn down too, not
+only its right to connect again.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from nvme_target import naming, validate
+from nvme_target import faults, naming, validate
 from nvme_target.exports import ExportStore
 from nvme_target.model import Export, Portal
 from nvme_target.nvmet import Nvmet, Port
+from sluice_common.errors import SluiceError
 
 log = structlog.get_logger(__name__)
 NSID = 1
@@ -37,6 +41,7 @@ class NvmetExporter:
         self.portals = portals
         self.device_path = device_path
         self._lock = threading.Lock()
+        self.problems: dict[str, str] = {}  # volume id -> why its saved export is not served
 
     # ----------------------------------------------------------------- queries
     def get(self, volume_id: str) -> Export | None:
@@ -61,7 +66,9 @@ class NvmetExporter:
         wanted = frozenset(validate.host_nqn(h) for h in hosts)
         with self._lock:
             self._apply(volume_id, wanted)
+            faults.point("export.after-configfs")
             self.store.put(volume_id, wanted)
+            self.problems.pop(volume_id, None)
         log.info("exported", volume_id=volume_id, hosts=len(wanted))
         return self._describe(volume_id, wanted)
 
@@ -71,25 +78,38 @@ class NvmetExporter:
             hosts = self.store.load().get(volume_id, frozenset()) | {host_nqn}
             ro = self.store.readonly(volume_id) - {host_nqn} | ({host_nqn} if readonly else set())
             self._apply(volume_id, hosts)
+            faults.point("add_host.after-configfs")
             self.store.put(volume_id, hosts, frozenset(ro))
+            self.problems.pop(volume_id, None)
         log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
         return self._describe(volume_id, hosts, ro)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
+        """Disallow a host and fence it: when this returns, the host has no live
+        controller on the volume's subsystem (see _fence). The host is recorded as
+        "to fence" before anything changes, so a retry after a crash finishes the fence."""
         with self._lock:
             desired = self.store.load()
             if volume_id not in desired and self.get(volume_id) is None:
                 return None
             hosts = desired.get(volume_id, frozenset()) - {host_nqn}
-            self.store.put(volume_id, hosts)
+            was_allowed = host_nqn in desired.get(volume_id, frozenset()) or host_nqn in self._configured(volume_id)
+            pending = self.store.fencing(volume_id) | ({host_nqn} if was_allowed else set())
+            self.store.put(volume_id, hosts, fence=frozenset(pending))
+            faults.point("remove_host.after-store")
             self._apply(volume_id, hosts)
-        log.info("host disallowed", volume_id=volume_id, host_nqn=host_nqn)
+            faults.point("remove_host.after-disallow")
+            if pending:
+                self._fence(volume_id, hosts)
+        log.info("host disallowed", volume_id=volume_id, host_nqn=host_nqn, fenced=sorted(pending))
         return self._describe(volume_id, hosts, self.store.readonly(volume_id))
 
     def unexport(self, volume_id: str) -> None:
         nqn = naming.subsystem_nqn(volume_id)
         with self._lock:
             self.store.drop(volume_id)
+            self.problems.pop(volume_id, None)
+            faults.point("unexport.after-store")
             if self.nvmet.available() and nqn in self.nvmet.subsystems():
                 sub = self.nvmet.subsystem(nqn)
                 hosts = sub.allowed_hosts()
@@ -105,15 +125,30 @@ class NvmetExporter:
             self.nvmet.subsystem(export.subsystem_nqn).namespace(NSID, "lookup").revalidate_size()
 
     def restore(self, volume_exists: Callable[[str], bool]) -> None:
-        """Re-apply every saved export whose volume still exists; forget the others."""
-        for volume_id, hosts in sorted(self.store.load().items()):
-            if not volume_exists(volume_id):
-                log.warning("saved export of a missing volume dropped", volume_id=volume_id)
-                self.store.drop(volume_id)
-                continue
-            with self._lock:
-                self._apply(volume_id, hosts)
-        log.info("exports restored", count=len(self.store.load()))
+        """Re-apply every saved export, each on its own: one that cannot be restored (its
+        volume is gone, configfs refuses it) is logged, kept in the store, reported in
+        `problems` (health) and skipped; the others serve. Then remove the exports of
+        our volumes that configfs holds but the store does not (a crash between the
+        two; the call that made them never succeeded)."""
+        saved = self.store.load()
+        self.problems = {}
+        for volume_id, hosts in sorted(saved.items()):
+            try:
+                if not volume_exists(volume_id):
+                    raise SluiceError(f"volume {volume_id} is missing (its LV was removed?)")
+                with self._lock:
+                    self._apply(volume_id, hosts)
+                    if self.store.fencing(volume_id):
+                        self._fence(volume_id, hosts)
+            except (SluiceError, OSError) as exc:
+                self.problems[volume_id] = f"export of {volume_id} not restored: {exc}"
+                log.error("export not restored", volume_id=volume_id, error=str(exc))
+        for export in self.list():
+            if export.volume_id not in saved and volume_exists(export.volume_id):
+                log.warning("removing a half-made export (crash before it was saved)",
+                            volume_id=export.volume_id)
+                self.unexport(export.volume_id)
+        log.info("exports restored", count=len(saved) - len(self.problems), failed=len(self.problems))
 
     # ---------------------------------------------------------------- internals
     def _apply(self, volume_id: str, hosts: frozenset[str]) -> None:
@@ -127,10 +162,35 @@ class NvmetExporter:
         for stale in sub.allowed_hosts() - hosts:
             sub.disallow_host(stale)
             self.nvmet.prune_host(stale)
+        faults.point("apply.after-namespace")
         for nqn in sorted(hosts):
             sub.allow_host(self.nvmet.host(nqn, "ensure"))
+        faults.point("apply.after-hosts")
         for portal in self.portals:
             self._port(portal).link_subsystem(sub)
+
+    def _fence(self, volume_id: str, hosts: frozenset[str]) -> None:
+        """Tear down every controller of the subsystem: nvmet keeps a connected
+        controller alive when its host only leaves allowed_hosts, but deletes a port's
+        controllers of a subsystem when the subsystem is unlinked from the port. So:
+        unlink from every port, drain the namespace (requests already in flight
+        complete), relink. The hosts that stay allowed reconnect after their
+        reconnect_delay; their queued I/O is retried then, not failed."""
+        nqn = naming.subsystem_nqn(volume_id)
+        sub = self.nvmet.subsystem(nqn)
+        for port in self.nvmet.ports():
+            port.unlink_subsystem(nqn)
+        faults.point("fence.after-unlink")
+        sub.namespace(NSID, "ensure").drain()
+        for portal in self.portals:
+            self._port(portal).link_subsystem(sub)
+        self.store.put(volume_id, hosts, fence=frozenset())
+
+    def _configured(self, volume_id: str) -> set[str]:
+        nqn = naming.subsystem_nqn(volume_id)
+        if not self.nvmet.available() or nqn not in self.nvmet.subsystems():
+            return set()
+        return self.nvmet.subsystem(nqn).allowed_hosts()
 
     def _port(self, portal: Portal) -> Port:
         port = self.nvmet.port(port_id(portal), "ensure")

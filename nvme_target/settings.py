@@ -11,6 +11,7 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 
 from nvme_target import portals
+from nvme_target.fill import FillMarks
 from sluice_common import topology as segments
 from sluice_common.errors import InvalidArgument
 
@@ -33,6 +34,11 @@ class AgentSettings:
     tls_client_ca: Path | None = None
     insecure_listen: bool = False
     overcommit_ratio: float = 4.0
+    fill_high: float = 85.0         # percent (data or metadata): refuse new volumes/clones/snapshots
+    fill_critical: float = 95.0     # percent: the pool's volumes report an abnormal condition
+    fill_interval: float = 10.0     # seconds between background fill measurements
+    pool_auto_extend: float = 0.0   # percent to grow the pool by past the high mark (0: never)
+    error_when_full: bool = True    # kernel: lvchange --errorwhenfull y on the pool at start
     target_id: str = field(default_factory=gethostname)
     topology: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "info"
@@ -67,7 +73,14 @@ class AgentSettings:
                                       "--tls-cert/--tls-key/--tls-client-ca, or --insecure-listen")
         if self.overcommit_ratio <= 0:
             raise InvalidArgument("--overcommit-ratio must be positive")
+        FillMarks(self.fill_high, self.fill_critical)  # raises InvalidArgument naming both
+        if self.fill_interval <= 0 or self.pool_auto_extend < 0:
+            raise InvalidArgument("--fill-interval must be positive and --pool-auto-extend not negative")
         return self
+
+    @property
+    def fill_marks(self) -> FillMarks:
+        return FillMarks(self.fill_high, self.fill_critical)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -99,6 +112,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure-listen", action="store_true",
                    help="allow --listen on a non-loopback address without TLS")
     p.add_argument("--overcommit-ratio", type=float, default=float(_env("OVERCOMMIT_RATIO", "4.0")))
+    p.add_argument("--fill-high", type=float, default=float(_env("FILL_HIGH", "85")),
+                   help="thin pool data or metadata percent past which new volumes, clones and "
+                        "snapshots are refused (RESOURCE_EXHAUSTED)")
+    p.add_argument("--fill-critical", type=float, default=float(_env("FILL_CRITICAL", "95")),
+                   help="percent past which every volume of the pool reports an abnormal condition")
+    p.add_argument("--fill-interval", type=float, default=float(_env("FILL_INTERVAL", "10")),
+                   help="seconds between background measurements of the pool's fill")
+    p.add_argument("--pool-auto-extend", type=float, default=float(_env("POOL_AUTO_EXTEND", "0")),
+                   metavar="PERCENT", help="grow the thin pool by this percent when it passes the "
+                                           "high mark, while the VG has free extents (0: never)")
+    p.add_argument("--queue-when-full", dest="error_when_full", action="store_false",
+                   help="kernel: leave the pool's --errorwhenfull alone (default: set it to y, so a "
+                        "write to a full pool fails at once instead of queueing for 60 s)")
     p.add_argument("--target-id", default=_env("ID") or gethostname())
     p.add_argument("--fabric", default=_env("FABRIC", segments.DEFAULT_FABRIC),
                    help=f"the storage fabric this target serves, reported as {segments.FABRIC_KEY} "
@@ -133,6 +159,8 @@ def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
         socket=Path(ns.socket) if ns.socket else None, listen=ns.listen or None,
         tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_client_ca=ns.tls_client_ca,
         insecure_listen=ns.insecure_listen, overcommit_ratio=ns.overcommit_ratio,
+        fill_high=ns.fill_high, fill_critical=ns.fill_critical, fill_interval=ns.fill_interval,
+        pool_auto_extend=ns.pool_auto_extend, error_when_full=ns.error_when_full,
         target_id=ns.target_id, topology=topology, log_level=ns.log_level,
         spdk_socket=ns.spdk_socket, spdk_base_bdev=ns.spdk_base_bdev, spdk_lvstore=ns.spdk_lvstore,
         spdk_aio_file=ns.spdk_aio_file,

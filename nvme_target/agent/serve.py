@@ -37,7 +37,9 @@ def build_backend(settings: AgentSettings) -> Backend:
         log.warning("no --pv given: LVM scans every block device, including attached NVMe/TCP "
                     "namespaces, which can block while a controller reconnects")
     return KernelBackend(settings.vg, settings.pool, resolved, settings.state_dir,
-                         overcommit_ratio=settings.overcommit_ratio, pvs=settings.pvs)
+                         overcommit_ratio=settings.overcommit_ratio, pvs=settings.pvs,
+                         marks=settings.fill_marks, auto_extend_percent=settings.pool_auto_extend,
+                         error_when_full=settings.error_when_full, fill_interval=settings.fill_interval)
 
 
 def load_kernel_modules(settings: AgentSettings | None = None) -> None:

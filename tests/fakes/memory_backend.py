@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from nvme_target import naming, validate
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
+from nvme_target.fill import Fill, FillMarks, assess
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.units import round_up
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
@@ -33,6 +34,18 @@ class MemoryBackend(Backend):
         self.readonly: dict[str, frozenset[str]] = {}
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
+        self.marks = FillMarks()
+        self.fill: Fill = assess("memory", 0.0, 0.0, self.marks)
+
+    def set_fill(self, data_percent: float, metadata_percent: float = 0.0) -> None:
+        """Test hook: the pool's fill as I/O would change it (the kernel backend's rules:
+        no creates past the high mark, every volume abnormal past critical)."""
+        old, self.fill = self.fill, assess("memory", data_percent, metadata_percent, self.marks)
+        if old.level != self.fill.level:
+            self.changes.bump()
+
+    def _judged(self, vol: Volume) -> Volume:
+        return replace(vol, condition=self.fill.reason) if self.fill.level == "critical" else vol
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -53,6 +66,7 @@ class MemoryBackend(Backend):
                 origin_size = self._source_size(source)
                 if size < origin_size:
                     raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin_size} bytes)")
+            self._check_fill()
             self._check_room(size)
             vol = Volume(vol_id, name, size, meta, source)
             self.volumes[vol_id] = vol
@@ -61,16 +75,18 @@ class MemoryBackend(Backend):
     def get_volume(self, volume_id: str) -> Volume:
         validate.volume_id(volume_id)
         try:
-            return self.volumes[volume_id]
+            return self._judged(self.volumes[volume_id])
         except KeyError:
             raise NotFound(f"volume {volume_id} not found") from None
 
     def find_volume(self, name: str) -> Volume | None:
         validate.name(name)
-        return self.volumes.get(naming.volume_id(name))
+        vol = self.volumes.get(naming.volume_id(name))
+        return self._judged(vol) if vol is not None else None
 
     def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
-        return page(sorted(self.volumes.values(), key=lambda v: v.id), lambda v: v.id, start_after, limit)
+        vols = page(sorted(self.volumes.values(), key=lambda v: v.id), lambda v: v.id, start_after, limit)
+        return [self._judged(v) for v in vols]
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         with self._lock:
@@ -84,7 +100,8 @@ class MemoryBackend(Backend):
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
         validate.size(size_bytes)
         with self._lock:
-            vol = self.get_volume(volume_id)
+            self.get_volume(volume_id)  # NotFound
+            vol = self.volumes[volume_id]
             size = round_up(size_bytes, EXTENT)
             if size < vol.size_bytes:
                 raise InvalidArgument(f"size_bytes {size_bytes} is smaller than the volume "
@@ -93,7 +110,7 @@ class MemoryBackend(Backend):
                 self._check_room(size - vol.size_bytes)
                 vol = replace(vol, size_bytes=size)
                 self.volumes[volume_id] = vol
-            return vol
+            return self._judged(vol)
 
     def set_qos(self, volume_id: str, qos: QoS) -> Volume:
         validate.volume_id(volume_id)
@@ -102,7 +119,7 @@ class MemoryBackend(Backend):
                 raise NotFound(f"volume {volume_id} not found")
             vol = self.volumes[volume_id] = replace(self.volumes[volume_id], qos=qos)
         self.changes.bump()
-        return vol
+        return self._judged(vol)
 
     # --------------------------------------------------------------- snapshots
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
@@ -117,6 +134,7 @@ class MemoryBackend(Backend):
             validate.volume_id(source_volume_id)
             if source_volume_id not in self.volumes:
                 raise NotFound(f"source volume {source_volume_id} not found")
+            self._check_fill()
             now = datetime.now(UTC).replace(microsecond=0)
             snap = Snapshot(snap_id, name, source_volume_id, self.volumes[source_volume_id].size_bytes, now)
             self.snapshots[snap_id] = snap
@@ -144,7 +162,9 @@ class MemoryBackend(Backend):
     def capacity(self) -> Capacity:
         provisioned = sum(v.size_bytes for v in self.volumes.values())
         limit = int(self.pool_bytes * self.overcommit_ratio)
-        return Capacity(self.pool_bytes, 0, provisioned, max(0, limit - provisioned), 0.0, 0.0,
+        available = 0 if self.fill.level != "ok" else max(0, limit - provisioned)
+        return Capacity(self.pool_bytes, int(self.pool_bytes * self.fill.data_percent / 100), provisioned,
+                        available, self.fill.data_percent, self.fill.metadata_percent,
                         self.overcommit_ratio, EXTENT)
 
     # ----------------------------------------------------------------- exports
@@ -185,7 +205,7 @@ class MemoryBackend(Backend):
         return only([self._describe(v) for v in sorted(self.exports)], volume_ids)
 
     def health(self) -> Health:
-        return Health(ready=True)
+        return Health(ready=True, problems=(self.fill.reason,) if self.fill.level == "critical" else ())
 
     # ---------------------------------------------------------------- internals
     def _source_size(self, source: Source) -> int:
@@ -195,6 +215,10 @@ class MemoryBackend(Backend):
         if source.id not in table:
             raise NotFound(f"source {source.kind} {source.id} not found")
         return table[source.id].size_bytes
+
+    def _check_fill(self) -> None:
+        if self.fill.level != "ok":
+            raise NoSpace(f"refusing to create: {self.fill.reason}")
 
     def _check_room(self, extra: int) -> None:
         provisioned = sum(v.size_bytes for v in self.volumes.values())

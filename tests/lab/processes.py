@@ -26,7 +26,7 @@ class _Process:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
         try:
-            wait_for(self._ready, 120, f"the {self.name} to serve", interval=0.2)
+            wait_for(self._ready, 300, f"the {self.name} to serve", interval=0.2)  # a loaded lab is slow
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; log: {self.log.read_text()[-3000:]}") from None
 

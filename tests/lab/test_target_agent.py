@@ -12,7 +12,7 @@ import pytest
 
 from tests.lab.processes import AgentProcess
 from tests.lab.kernel import (
-    NVMET, connect, disconnect, lvs_json, new_host_nqn, port_links, read_block, sluice_subsystems,
+    NVMET, connect, disconnect, lvm, lvs_json, new_host_nqn, port_links, read_block, sluice_subsystems,
     wait_live, wipe_configfs, write_block,
 )
 
@@ -97,3 +97,30 @@ def test_parallel_create_export_delete_leaks_nothing(agent, thin_pool):
     assert [lv["lv_name"] for lv in lvs_json(vg) if lv["lv_name"] != pool] == []
     assert sluice_subsystems() == [] and port_links() == []
     assert not (NVMET / "hosts" / host).exists()
+
+
+def test_an_export_that_cannot_be_restored_is_reported_and_skipped(agent, thin_pool):
+    """A reboot (configfs wiped) with one exported LV removed behind the agent's back:
+    the agent starts, says which export it could not restore, and serves the others."""
+    vg, _ = thin_pool
+    host = new_host_nqn()
+    client = agent.client
+    lost, kept = (client.create_volume(f"pvc-iso-{i}", 16 * MiB) for i in range(2))
+    for vol in (lost, kept):
+        client.export_volume(vol.id, [host])
+    agent.kill()
+    wipe_configfs()
+    lvm("lvremove", "-q", "-y", f"{vg}/{lost.id}")
+    agent.start()
+
+    health = client.health()
+    assert health.ready, health.problems
+    assert [p for p in health.problems if lost.id in p], health.problems
+    assert [x.volume_id for x in client.list_exports()] == [kept.id]
+    export = client.get_export(kept.id)
+    _, device = connect(export, host)
+    pattern = os.urandom(MiB)
+    write_block(device, pattern)
+    assert read_block(device, MiB) == pattern
+    disconnect(export)
+    assert "export not restored" in agent.log.read_text()

@@ -60,7 +60,7 @@ class ControllerService:
             if origin is not None:  # a clone lives with its source
                 order = [origin[0], *(t for t in order if t is not origin[0])]
             sizes = _Sizes(required, limit, caps, origin[2] if origin else None)
-            where = locate(self.asker, name, order,
+            where = locate(self.asker, name, order, list(self.targets),
                            lambda t, cap: t is order[0] if origin else cap.available_bytes >= sizes.of(cap))
             if isinstance(where, Found):
                 self._existing(where, required, limit, wanted, caps, source, requisite)

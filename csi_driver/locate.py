@@ -8,10 +8,12 @@ from its home's window. Otherwise the first candidate with room is chosen, once 
 candidate asked so far has answered; a silent one fails the call (UNAVAILABLE naming
 it) and nothing is created.
 
-Round 2, the stray check, asks the remaining eligible targets in parallel and needs
+Round 2, the stray check, asks every other configured target in parallel and needs
 them all: a name can sit beyond its first candidate with room when it was placed
 before rendezvous ordering (the old "most room" policy), when capacities changed
-since (an earlier candidate was full then), or when targets were added or removed.
+since (an earlier candidate was full then), when targets were added or removed, or
+when the CO retries the name with other topology requirements (a pod rescheduled to
+another zone): without a record of every name, absence can only be proven by asking.
 Only a new name (or one found there) pays for this round.
 """
 
@@ -39,9 +41,10 @@ class Choice:
     capacity: Capacity | None = None
 
 
-def locate(asker: Asker, name: str, order: Sequence[Target],
+def locate(asker: Asker, name: str, order: Sequence[Target], everyone: Sequence[Target],
            fits: Callable[[Target, Capacity], bool]) -> Found | Choice:
-    """Where `name` lives, or the first target of `order` that `fits` it."""
+    """Where `name` lives (on any of `everyone`), or the first target of `order` (the
+    eligible ones, in candidate order) that `fits` it."""
     choice, asked = Choice(None), 0
     while asked < len(order) and choice.target is None:
         window = list(order[asked:asked + WINDOW])
@@ -51,7 +54,8 @@ def locate(asker: Asker, name: str, order: Sequence[Target],
         if found is not None:
             return found
         choice = _choose(window, answers, fits, name)
-    rest = list(order[asked:])
+    seen = {t.id for t in order[:asked]}
+    rest = [t for t in everyone if t.id not in seen]
     if rest:
         answers = asker.all(rest, lambda t: t.reads.find_volume(name), f"whether volume name {name!r} exists")
         for target in rest:

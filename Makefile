@@ -53,7 +53,7 @@ smoke: lab ## the first smoke run: a thin LV exported over NVMe/TCP and held by 
 	  $(PY) -m pytest -m lab -p no:cacheprovider -v --junitxml=$(LAB_RUNS)/smoke/junit.xml tests/lab/test_smoke.py
 
 sanity: lab ## csi-sanity against the driver in the lab (needs a csi-sanity binary on PATH)
-	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py
+	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py $$(command -v csi-sanity)
 
 image: ## build the container image (needs a Docker engine)
 	@command -v docker >/dev/null || { echo "no docker here: the image is built in CI or on a workstation"; exit 2; }

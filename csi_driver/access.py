@@ -24,8 +24,13 @@ CAPABILITIES_KEY = RESERVED_PREFIX + "capabilities"
 
 
 def encode(caps: Sequence[Capability]) -> str:
-    """"block/SINGLE_NODE_WRITER,mount/MULTI_NODE_READER_ONLY" (sorted, deduplicated)."""
-    return ",".join(sorted({f"{c.access_type}/{c.mode}" for c in caps}))
+    """Compact (volume metadata is small): "block/snw,mount/mnro" for Block
+    SINGLE_NODE_WRITER and Mount MULTI_NODE_READER_ONLY (sorted, deduplicated)."""
+    return ",".join(sorted({f"{c.access_type}/{_initials(c.mode)}" for c in caps}))
+
+
+def _initials(mode: str) -> str:
+    return "".join(word[0] for word in mode.split("_")).lower()
 
 
 def covers(metadata: Mapping[str, str], caps: Sequence[Capability]) -> bool:

@@ -24,6 +24,8 @@ WORKERS = 32
 
 class Asker:
     def __init__(self, timeout: float, workers: int = WORKERS) -> None:
+        """`timeout`: one read's deadline; a question may make two reads (a name and
+        the room), so the wait for an answer is bounded at twice that, plus a second."""
         self.timeout = timeout
         self._pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ask")
 
@@ -31,7 +33,7 @@ class Asker:
         """Each target's answer, or the error it gave, or Unavailable when it did not
         answer within the deadline."""
         pending = {self._pool.submit(question, t): t for t in targets}
-        done, _ = futures.wait(pending, timeout=self.timeout + 1.0)
+        done, _ = futures.wait(pending, timeout=2 * self.timeout + 1.0)
         answers: dict[str, T | SluiceError] = {}
         for future, target in pending.items():
             answers[target.id] = _outcome(future, target, done, self.timeout)
@@ -63,7 +65,7 @@ def _outcome(future: futures.Future, target: Target, done: set, timeout: float) 
     if future not in done:
         future.cancel()
         log.warning("target silent", target=target.id, timeout_s=timeout)
-        return Unavailable(f"no answer within {timeout:g}s")
+        return Unavailable(f"no answer within {2 * timeout + 1:g}s")
     try:
         return future.result()
     except SluiceError as exc:

@@ -38,7 +38,7 @@ class DriverSettings:
     node: NodeSettings | None = None            # node and all modes
     log_level: str = "info"
     max_volumes_per_node: int = 256   # the controller refuses a publish past it (RESOURCE_EXHAUSTED)
-    read_timeout: float = 5.0         # seconds a lookup or list waits for one target
+    read_timeout: float = 30.0        # seconds one lookup or list call waits for a target
     health_interval: float = 10.0     # seconds between background target health checks
 
     @property
@@ -75,8 +75,9 @@ def parser() -> argparse.ArgumentParser:
                    help="volumes one node may have attached: the node reports it, the controller refuses a "
                         "publish past it (give both the same value)")
     ctl = p.add_argument_group("controller (--mode controller, all)")
-    ctl.add_argument("--target-read-timeout", type=float, default=5.0,
-                     help="seconds a name lookup or list waits for one target before failing UNAVAILABLE")
+    ctl.add_argument("--target-read-timeout", type=float, default=30.0,
+                     help="seconds one name lookup or list call waits for a target before the request fails "
+                          "UNAVAILABLE naming it (keep it well under the sidecars' --timeout)")
     ctl.add_argument("--target-health-interval", type=float, default=10.0,
                      help="seconds between background target health checks (logged; never on the Probe path)")
     node = p.add_argument_group("node plugin (--mode node, all)")

@@ -26,7 +26,7 @@ from sluice_common.errors import InvalidArgument, NotFound, SluiceError
 
 log = structlog.get_logger(__name__)
 HEALTH_TTL = 5.0
-READ_TIMEOUT = 5.0  # seconds a lookup or list waits for one target before it counts as silent
+READ_TIMEOUT = 30.0  # seconds one lookup or list call waits for a target before it counts as silent
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     mutable = WORK / "mutable.yaml"
     mutable.write_text('qos.readIOPS: "100"\n')
     proc = AllInOneProcess(WORK, "sanity", "pool", extra=["--max-volumes-per-node", str(ATTACH_LIMIT)])
-    proc.start()
+    proc.start(timeout=600)  # a loaded TCG guest can take minutes to import and restore
     results = {}
     try:
         for access in ACCESS_TYPES:

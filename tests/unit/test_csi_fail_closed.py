@@ -24,6 +24,7 @@ from sluice_common.errors import (
     AlreadyExists, FailedPrecondition, NoSpace, StaleToken, Unavailable,
 )
 from sluice_proto import csi_pb2, csi_pb2_grpc
+from nvme_target.model import Health
 from tests.fakes.memory_backend import MemoryBackend
 
 MiB = 1 << 20
@@ -213,7 +214,7 @@ def test_attach_limit_and_incompatible_publications():
 def test_probe_answers_while_every_target_hangs(tmp_path):
     backend = MemoryBackend()
     gate = threading.Event()
-    backend.health = lambda: gate.wait(60)  # a black-holed target
+    backend.health = lambda: gate.wait(60) and Health(ready=False, problems=("was a black hole",))
     targets = Targets([Target(TargetConfig(id="t0"), backend)])
     server = start(DriverSettings(mode="controller", endpoint=tmp_path / "csi.sock"), targets)
     channel = grpc.insecure_channel(f"unix:{tmp_path / 'csi.sock'}")

@@ -55,6 +55,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(binary: str, endpoint: Path, access: str, mutable: Path) -> tuple[int, tuple[str, ...] | None]:
+    Path(f"/tmp/csi-sanity/{access}").mkdir(parents=True, exist_ok=True)  # csi-sanity makes only the leaves
     out = subprocess.run([binary, f"--csi.endpoint={endpoint}",
                           f"--csi.stagingdir=/tmp/csi-sanity/{access}/staging",
                           f"--csi.mountdir=/tmp/csi-sanity/{access}/mount",

@@ -31,9 +31,9 @@ def zones(thin_pool, tmp_path_factory):
     a = AgentProcess(work / "a", vg_a, pool_a, "/dev/vda", portal="127.0.0.1:4420", target_id="target-a", zone="a")
     b = AgentProcess(work / "b", "labvg2", "pool", "/dev/vdb", portal="127.0.0.2:4420", target_id="target-b", zone="b")
     for agent in (a, b):
-        agent.start()
+        agent.start(timeout=600)  # a loaded TCG guest can take minutes to start a process
     controller = ControllerProcess(work / "controller", [a, b])
-    controller.start()
+    controller.start(timeout=600)
     channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
     yield Csi(channel), a, b
     channel.close()
@@ -91,7 +91,7 @@ def test_a_black_holed_holder_fails_closed_and_never_makes_a_second_volume(zones
     _, a, b = zones
     controller = ControllerProcess(tmp_path / "controller", [a, b],
                                    extra=["--target-read-timeout", "3", "--target-health-interval", "1"])
-    controller.start()
+    controller.start(timeout=600)
     channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
     csi = Csi(channel)
     request = dict(name="pvc-fault", size=64 * MiB)

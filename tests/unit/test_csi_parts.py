@@ -153,6 +153,11 @@ def test_settings():
         settings.from_args(["--mode", "controller"])
     with pytest.raises(InvalidArgument, match="endpoint"):
         settings.from_args(["--endpoint", "relative.sock"])
+    ctl = settings.from_args(["--mode", "controller", "--targets-config", "/t.json", "--max-volumes-per-node", "4",
+                              "--target-read-timeout", "2.5"])
+    assert (ctl.max_volumes_per_node, ctl.read_timeout, ctl.node) == (4, 2.5, None)
+    with pytest.raises(InvalidArgument, match="read-timeout"):
+        settings.from_args(["--mode", "controller", "--targets-config", "/t.json", "--target-read-timeout", "0"])
 
 
 def test_redaction_reads_the_csi_secret_option():

@@ -55,7 +55,7 @@ smoke: lab ## the first smoke run: a thin LV exported over NVMe/TCP and held by 
 	  $(PY) -m pytest -m lab -p no:cacheprovider -v --junitxml=$(LAB_RUNS)/smoke/junit.xml tests/lab/test_smoke.py
 
 sanity: lab ## csi-sanity against the driver in the lab (needs a csi-sanity binary on PATH)
-	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py
+	$(PY) lab/vm.py --out $(LAB_RUNS)/sanity -- $(PY) lab/sanity.py $$(command -v csi-sanity)
 
 image: ## build the image: Docker if an engine answers, else buildah (base built locally when no registry)
 	@LAB_CACHE=$(LAB_CACHE) bash lab/image.sh build

@@ -7,19 +7,22 @@ object, and a repeat returns what the first call made (or the same error).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import structlog
 
-from csi_driver import ids, paging, params, placement
+from csi_driver import access, ids, listing, params, placement
+from csi_driver.locate import Found, locate
+from csi_driver.lookup import Asker
 from csi_driver.capabilities import Capability, require_supported, unsupported
 from csi_driver.locks import InFlight
 from csi_driver.model import CapacityInfo, ContentSource, VolumeInfo, VolumeStatus
-from csi_driver.targets import Target, Targets
+from csi_driver.targets import READ_TIMEOUT, Target, Targets
 from nvme_target import validate
-from nvme_target.model import Export, Source, Volume
+from nvme_target.model import Capacity, Export, Source, Volume
 from sluice_common.units import GiB, MiB, round_up
 from sluice_common.errors import (
-    AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange,
+    AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
 )
 
 log = structlog.get_logger(__name__)
@@ -30,9 +33,14 @@ QOS_PREFIX = "qos."
 
 
 class ControllerService:
-    def __init__(self, targets: Targets, inflight: InFlight | None = None) -> None:
+    def __init__(self, targets: Targets, inflight: InFlight | None = None, asker: Asker | None = None,
+                 max_volumes_per_node: int = 256) -> None:
+        """`max_volumes_per_node`: publications one node may have across all targets
+        (the node plugin's --max-volumes-per-node)."""
         self.targets = targets
         self.inflight = inflight or InFlight()
+        self.asker = asker or Asker(READ_TIMEOUT)
+        self.max_volumes_per_node = max_volumes_per_node
 
     # ----------------------------------------------------------------- create
     def create_volume(self, name: str, required: int, limit: int, caps: list[Capability],
@@ -46,29 +54,24 @@ class ControllerService:
         wanted = params.parse(parameters)
         limits = wanted.qos.merged(params.parse_mutable(mutable or {}))
         with self.inflight.guard(f"volume-name:{name}"):
-            found = self._find(name)
             origin = self._origin(source) if source else None
-            if found is not None:
-                self._existing(found, required, limit, wanted, source)
-                return self._info(found[0], self._limit(found[0], found[1], limits))
-            pool = [origin[0]] if origin else self.targets.up()
-            scored = [(t, t.backend.capacity()) for t in placement.eligible(pool, wanted.pool, requisite)]
-            for target, capacity in placement.order(scored, preferred):
-                default = origin[2] if origin else min(limit or DEFAULT_SIZE, DEFAULT_SIZE)
-                size = round_up(max(required or default, _min_size(caps)), capacity.allocation_unit_bytes)
-                if limit and size > limit:
-                    raise OutOfRange(f"capacity_range: {required or limit} bytes rounded up to the "
-                                     f"{capacity.allocation_unit_bytes}-byte unit exceed limit_bytes {limit}")
-                if origin is None and capacity.available_bytes < size:
-                    continue
-                try:
-                    vol = target.backend.create_volume(name, size, wanted.as_params(),
-                                                       origin[1] if origin else None)
-                except NoSpace:
-                    continue
-                log.info("volume placed", target=target.id, volume_id=ids.join(target.id, vol.id))
-                return self._info(target, self._limit(target, vol, limits))
-        raise NoSpace("no healthy target with room satisfies the pool and topology requirements")
+            order = placement.candidates(name, placement.eligible(list(self.targets), wanted.pool, requisite),
+                                         preferred)
+            if origin is not None:  # a clone lives with its source
+                order = [origin[0], *(t for t in order if t is not origin[0])]
+            sizes = _Sizes(required, limit, caps, origin[2] if origin else None)
+            where = locate(self.asker, name, order, list(self.targets),
+                           lambda t, cap: t is order[0] if origin else cap.available_bytes >= sizes.of(cap))
+            if isinstance(where, Found):
+                self._existing(where, required, limit, wanted, caps, source, requisite)
+                return self._info(where.target, self._limit(where.target, where.volume, limits))
+            if where.target is None:
+                raise NoSpace("no target with room satisfies the pool and topology requirements")
+            metadata = wanted.as_params() | {access.CAPABILITIES_KEY: access.encode(caps)}
+            vol = where.target.backend.create_volume(name, sizes.of(where.capacity), metadata,
+                                                     origin[1] if origin else None)
+            log.info("volume placed", target=where.target.id, volume_id=ids.join(where.target.id, vol.id))
+            return self._info(where.target, self._limit(where.target, vol, limits))
 
     @staticmethod
     def _limit(target: Target, vol: Volume, limits: params.QoS) -> Volume:
@@ -78,24 +81,24 @@ class ControllerService:
             vol = target.backend.set_qos(vol.id, limits)
         return vol
 
-    def _find(self, name: str) -> tuple[Target, Volume] | None:
-        for target in self.targets.up():
-            vol = target.backend.find_volume(name)
-            if vol is not None:
-                return target, vol
-        return None
-
-    def _existing(self, found: tuple[Target, Volume], required: int, limit: int,
-                  wanted: params.VolumeParams, source: ContentSource | None) -> VolumeInfo:
-        target, vol = found
+    def _existing(self, found: Found, required: int, limit: int, wanted: params.VolumeParams,
+                  caps: list[Capability], source: ContentSource | None,
+                  requisite: Sequence[Mapping[str, str]]) -> VolumeInfo:
+        target, vol = found.target, found.volume
         info = self._info(target, vol)
         if vol.size_bytes < required or (limit and vol.size_bytes > limit):
             raise AlreadyExists(f"volume {vol.name!r} exists with {vol.size_bytes} bytes, "
                                 f"outside the requested capacity_range")
-        if dict(vol.metadata) != wanted.as_params():
+        if access.user_metadata(vol.metadata) != wanted.as_params():
             raise AlreadyExists(f"volume {vol.name!r} exists with other parameters")
         if info.source != source:
             raise AlreadyExists(f"volume {vol.name!r} exists with another content source")
+        if not access.covers(vol.metadata, caps):
+            raise AlreadyExists(f"volume {vol.name!r} exists for volume_capabilities "
+                                f"{vol.metadata[access.CAPABILITIES_KEY]}, not {access.encode(caps)}")
+        if requisite and not any(target.serves(seg) for seg in requisite):
+            raise AlreadyExists(f"volume {vol.name!r} exists on target {target.id}, outside the "
+                                f"accessibility_requirements")
         return info
 
     def _origin(self, source: ContentSource) -> tuple[Target, Source, int]:
@@ -103,20 +106,25 @@ class ControllerService:
         if source.kind == "snapshot":
             target_id, snap_id = ids.split_snapshot(source.id, "volume_content_source.snapshot.snapshot_id")
             target = self.targets.get(target_id, f"snapshot {source.id}")
-            return target, Source("snapshot", snap_id), target.backend.get_snapshot(snap_id).size_bytes
+            return target, Source("snapshot", snap_id), target.reads.get_snapshot(snap_id).size_bytes
         target_id, vol_id = ids.split_volume(source.id, "volume_content_source.volume.volume_id")
         target = self.targets.get(target_id, f"volume {source.id}")
-        return target, Source("volume", vol_id), target.backend.get_volume(vol_id).size_bytes
+        return target, Source("volume", vol_id), target.reads.get_volume(vol_id).size_bytes
 
     # ----------------------------------------------------------- the rest
     def delete_volume(self, volume_id: str) -> None:
         _require(volume_id, "volume_id")
         try:
-            target, vol_id = self._resolve(volume_id)
+            target_id, vol_id = ids.split_volume(volume_id)
         except NotFound:
             return
+        if target_id not in self.targets:
+            log.error("delete of a volume on a target that is no longer configured: answering OK, but its "
+                      "storage may be leaked there", volume_id=volume_id, target=target_id, possible_leak=True)
+            return
+        target = self.targets.get(target_id, f"volume {volume_id}")
         with self.inflight.guard(f"volume:{volume_id}"):
-            export = target.backend.get_export(vol_id)
+            export = target.reads.get_export(vol_id)
             if export is not None and export.hosts:
                 raise InUse(f"volume {volume_id} is published to {sorted(export.hosts)}")
             target.backend.delete_volume(vol_id, unexport=True)
@@ -129,11 +137,11 @@ class ControllerService:
         _check_range(required, limit)
         target, vol_id = self._resolve(volume_id)
         with self.inflight.guard(f"volume:{volume_id}"):
-            unit = target.backend.capacity().allocation_unit_bytes
+            unit = target.reads.capacity().allocation_unit_bytes
             size = round_up(required or limit, unit)
             if limit and size > limit:
                 raise OutOfRange(f"capacity_range: {size} bytes (rounded) exceed limit_bytes {limit}")
-            current = target.backend.get_volume(vol_id).size_bytes
+            current = target.reads.get_volume(vol_id).size_bytes
             if size < current:
                 raise OutOfRange(f"capacity_range: volumes only grow ({current} bytes now, {size} asked)")
             vol = target.backend.expand_volume(vol_id, size)
@@ -159,17 +167,12 @@ class ControllerService:
     def get_volume(self, volume_id: str) -> tuple[VolumeInfo, VolumeStatus]:
         _require(volume_id, "volume_id")
         target, vol_id = self._resolve(volume_id)
-        vol = target.backend.get_volume(vol_id)
-        export = target.backend.get_export(vol_id)
-        return self._info(target, vol), _status(export)
+        vol = target.reads.get_volume(vol_id)
+        return self._info(target, vol), _status(vol, target.reads.get_export(vol_id))
 
     def list_volumes(self, max_entries: int, token: str) -> tuple[list[tuple[VolumeInfo, VolumeStatus]], str]:
-        entries = []
-        for target in self.targets.up():
-            exports = {x.volume_id: x for x in target.backend.list_exports()}
-            for vol in target.backend.list_volumes():
-                entries.append((self._info(target, vol), _status(exports.get(vol.id))))
-        return paging.page(entries, lambda e: e[0].volume_id, max_entries, token, _is_volume_id)
+        entries, next_token = listing.page(list(self.targets), max_entries, token)
+        return [(self._info(t, vol), _status(vol, export)) for t, vol, export in entries], next_token
 
     def validate_capabilities(self, volume_id: str, caps: list[Capability], context: Mapping[str, str],
                               parameters: Mapping[str, str]) -> str | None:
@@ -179,7 +182,7 @@ class ControllerService:
         if not caps:
             raise InvalidArgument("volume_capabilities is required")
         target, vol_id = self._resolve(volume_id)
-        info = self._info(target, target.backend.get_volume(vol_id))
+        info = self._info(target, target.reads.get_volume(vol_id))
         for cap in caps:
             reason = unsupported(cap)
             if reason:
@@ -200,7 +203,7 @@ class ControllerService:
         matching = [t for t in self.targets.up()
                     if (wanted.pool is None or t.config.pool == wanted.pool)
                     and (segment is None or t.serves(segment))]
-        available = [t.backend.capacity().available_bytes for t in matching]
+        available = [t.reads.capacity().available_bytes for t in matching]
         return CapacityInfo(sum(available), max(available, default=0))
 
     # ----------------------------------------------------------------- publish
@@ -215,16 +218,30 @@ class ControllerService:
             validate.host_nqn(node_id)
         except InvalidArgument:
             raise NotFound(f"node {node_id!r} not found: node ids are host NQNs") from None
-        vol = target.backend.get_volume(vol_id)
+        vol = target.reads.get_volume(vol_id)
+        readonly = readonly or cap.read_only
         with self.inflight.guard(f"volume:{volume_id}"):
-            export = target.backend.get_export(vol_id)
-            others = sorted((export.hosts if export else set()) - {node_id})
-            if cap.single_node and others:
-                raise FailedPrecondition(f"volume {volume_id} is published to {others[0]}; "
-                                         f"{cap.mode} allows one node")
-            export = target.backend.add_host(vol_id, node_id)
-        log.info("published", volume_id=volume_id, node_id=node_id)
-        return publish_context(export, readonly or cap.read_only, vol.limits)
+            export = target.reads.get_export(vol_id)
+            if not access.check_publish(volume_id, export, node_id, cap, readonly):
+                with self.inflight.guard(f"node:{node_id}"):  # one count at a time per node
+                    self._check_attach_limit(node_id)
+                    export = target.backend.add_host(vol_id, node_id, readonly=readonly)
+        log.info("published", volume_id=volume_id, node_id=node_id, readonly=readonly)
+        return publish_context(export, readonly, vol.limits)
+
+    def _check_attach_limit(self, node_id: str) -> None:
+        """RESOURCE_EXHAUSTED when the node has its --max-volumes-per-node publications
+        already, counted on every target that answers (a silent one is logged)."""
+        answers = self.asker.ask(list(self.targets), lambda t: t.reads.list_exports())
+        count = 0
+        for target_id, exports in answers.items():
+            if isinstance(exports, SluiceError):
+                log.warning("attach count misses a target", target=target_id, node_id=node_id, error=str(exports))
+                continue
+            count += sum(1 for x in exports if node_id in x.hosts)
+        if count >= self.max_volumes_per_node:
+            raise NoSpace(f"node {node_id} has {count} volumes published, its limit "
+                          f"(--max-volumes-per-node) is {self.max_volumes_per_node}")
 
     def unpublish(self, volume_id: str, node_id: str) -> None:
         _require(volume_id, "volume_id")
@@ -250,7 +267,7 @@ class ControllerService:
         source = None
         if vol.source is not None:
             source = ContentSource(vol.source.kind, ids.join(target.id, vol.source.id))
-        context = dict(vol.metadata)
+        context = access.user_metadata(vol.metadata)
         if vol.qos is not None:  # the limits in force at the target, which may have changed since
             context = {k: v for k, v in context.items() if not k.startswith(QOS_PREFIX)} | vol.qos.as_params()
         return VolumeInfo(
@@ -270,16 +287,32 @@ def publish_context(export: Export, readonly: bool, limits: params.QoS) -> dict[
             **limits.as_params()}
 
 
-def _status(export: Export | None) -> VolumeStatus:
-    return VolumeStatus(published_node_ids=tuple(sorted(export.hosts)) if export else ())
+def _status(vol: Volume, export: Export | None) -> VolumeStatus:
+    """Published nodes and the condition the target reports, with the export state."""
+    hosts = tuple(sorted(export.hosts)) if export else ()
+    exported = f"exported to {len(hosts)} host(s)" if export else "not exported"
+    if vol.condition:
+        return VolumeStatus(hosts, abnormal=True, message=f"{vol.condition} ({exported})")
+    return VolumeStatus(hosts, message=f"volume is healthy ({exported})")
 
 
-def _is_volume_id(token: str) -> bool:
-    try:
-        ids.split_volume(token)
-        return True
-    except NotFound:
-        return False
+@dataclass(frozen=True)
+class _Sizes:
+    """The size a new volume gets on a target with a given allocation unit."""
+
+    required: int
+    limit: int
+    caps: list[Capability]
+    origin_size: int | None  # a clone or restore: the source's size is the default
+
+    def of(self, capacity: Capacity) -> int:
+        default = self.origin_size or min(self.limit or DEFAULT_SIZE, DEFAULT_SIZE)
+        unit = capacity.allocation_unit_bytes
+        size = round_up(max(self.required or default, _min_size(self.caps)), unit)
+        if self.limit and size > self.limit:
+            raise OutOfRange(f"capacity_range: {self.required or self.limit} bytes rounded up to the "
+                             f"{unit}-byte unit exceed limit_bytes {self.limit}")
+        return size
 
 
 def _min_size(caps: list[Capability]) -> int:

@@ -1,13 +1,19 @@
-"""Where a new volume goes: a healthy target of the requested pool that serves one of
-the requisite topologies; targets serving an earlier preferred topology first (in the
-CO's order), and among equals the one with the most room."""
+"""Where a new volume may go and in which order its name is looked for.
+
+The eligible targets are those of the requested pool that serve one of the requisite
+topologies, whatever their health (a silent target must still be asked, not skipped).
+Their order for a name is deterministic: targets serving an earlier preferred topology
+first (in the CO's order), and within that rendezvous (highest-random-weight) hashing
+of (name, target id). The same name always meets the same order, adding or removing a
+target moves only the names whose first choice it is, and names spread evenly.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 from csi_driver.targets import Target
-from nvme_target.model import Capacity
 
 
 def eligible(targets: Sequence[Target], pool: str | None,
@@ -17,11 +23,17 @@ def eligible(targets: Sequence[Target], pool: str | None,
             and (not requisite or any(t.serves(seg) for seg in requisite))]
 
 
-def order(scored: Sequence[tuple[Target, Capacity]],
-          preferred: Sequence[Mapping[str, str]]) -> list[tuple[Target, Capacity]]:
-    def rank(item: tuple[Target, Capacity]) -> tuple[int, int]:
-        target, capacity = item
+def candidates(name: str, targets: Sequence[Target],
+               preferred: Sequence[Mapping[str, str]] = ()) -> list[Target]:
+    """`targets` in the order a volume named `name` is placed on them."""
+    def rank(target: Target) -> tuple[int, bytes]:
         first = next((i for i, seg in enumerate(preferred) if target.serves(seg)), len(preferred))
-        return first, -capacity.available_bytes
+        return first, score(name, target.id)
 
-    return sorted(scored, key=rank)
+    return sorted(targets, key=rank)
+
+
+def score(name: str, target_id: str) -> bytes:
+    """Rendezvous weight, inverted so that sorting ascending puts the winner first."""
+    digest = hashlib.sha256(f"{name}\0{target_id}".encode()).digest()
+    return bytes(255 - b for b in digest)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -11,6 +13,7 @@ import structlog
 from csi_driver.controller import ControllerService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
+from csi_driver.lookup import Asker
 from csi_driver.servicers.controller import ControllerServicer
 from csi_driver.node import hostid
 from csi_driver.node.service import NodeConfig, NodeService
@@ -37,7 +40,7 @@ def build_targets(settings: DriverSettings) -> Targets:
         config = TargetConfig(id=local.target_id, topology=dict(local.topology))
         return Targets([Target(config, backend)])
     assert settings.targets_config is not None
-    return connect(load_config(settings.targets_config))
+    return connect(load_config(settings.targets_config), settings.read_timeout)
 
 
 def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Server:
@@ -48,9 +51,11 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
         targets = build_targets(settings)
     if settings.controller:
         assert targets is not None
+        asker = Asker(settings.read_timeout)
+        volumes = ControllerService(targets, inflight, asker, settings.max_volumes_per_node)
         csi_pb2_grpc.add_ControllerServicer_to_server(
-            ControllerServicer(ControllerService(targets, inflight), SnapshotService(targets, inflight)), server)
-        checks.append(lambda: probe(targets))
+            ControllerServicer(volumes, SnapshotService(targets, inflight, asker)), server)
+        HealthWatch(targets, settings.health_interval).start()
     if settings.node is not None:
         node = build_node(settings.node, inflight, targets)
         csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(node), server)
@@ -93,9 +98,25 @@ def node_ready() -> bool:
     return os.path.exists("/dev/nvme-fabrics")
 
 
-def probe(targets: Targets) -> bool:
-    """Ready when at least one target answers; the silent ones are logged by name."""
-    down = [t for t in targets if not t.healthy()]
-    for target in down:
-        log.warning("target not answering", target=target.id, problem=target.problem)
-    return len(down) < len(list(targets))
+class HealthWatch(threading.Thread):
+    """Checks every target's health in the background and logs who does not answer.
+    The controller's Probe reports the process, never the storage: a target outage
+    must not get the controller restarted (that would not bring the target back)."""
+
+    def __init__(self, targets: Targets, interval: float) -> None:
+        super().__init__(name="target-health", daemon=True)
+        self.targets, self.interval = targets, interval
+
+    def run(self) -> None:
+        while True:
+            for target in self.targets:
+                self._check(target)
+            time.sleep(self.interval)
+
+    @staticmethod
+    def _check(target: Target) -> None:
+        try:
+            if not target.healthy():
+                log.warning("target not answering", target=target.id, problem=target.problem)
+        except Exception:  # a background loop logs and goes on
+            log.exception("target health check failed", target=target.id)

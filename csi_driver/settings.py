@@ -38,6 +38,9 @@ class DriverSettings:
     local_target: AgentSettings | None = None   # all-in-one: the in-process target
     node: NodeSettings | None = None            # node and all modes
     log_level: str = "info"
+    max_volumes_per_node: int = 256   # the controller refuses a publish past it (RESOURCE_EXHAUSTED)
+    read_timeout: float = 30.0        # seconds one lookup or list call waits for a target
+    health_interval: float = 10.0     # seconds between background target health checks
 
     @property
     def controller(self) -> bool:
@@ -69,6 +72,15 @@ def parser() -> argparse.ArgumentParser:
                    help="JSON file listing the storage targets (a mounted ConfigMap): the controller "
                         "places volumes on them; the node watches them for live QoS changes")
     p.add_argument("--log-level", default=_env("SLUICE_LOG_LEVEL", "info"))
+    p.add_argument("--max-volumes-per-node", type=int, default=256,
+                   help="volumes one node may have attached: the node reports it, the controller refuses a "
+                        "publish past it (give both the same value)")
+    ctl = p.add_argument_group("controller (--mode controller, all)")
+    ctl.add_argument("--target-read-timeout", type=float, default=30.0,
+                     help="seconds one name lookup or list call waits for a target before the request fails "
+                          "UNAVAILABLE naming it (keep it well under the sidecars' --timeout)")
+    ctl.add_argument("--target-health-interval", type=float, default=10.0,
+                     help="seconds between background target health checks (logged; never on the Probe path)")
     node = p.add_argument_group("node plugin (--mode node, all)")
     node.add_argument("--node-state-dir", type=Path, default=Path("/var/lib/sluice/node"),
                       help="where staging-record index entries live")
@@ -81,7 +93,6 @@ def parser() -> argparse.ArgumentParser:
                       help=f"this node's zone, reported as {topology.ZONE_KEY} (env SLUICE_NODE_ZONE)")
     node.add_argument("--node-topology", action="append", default=[], metavar="KEY=VALUE",
                       help="more keys in this node's topology segment (repeatable)")
-    node.add_argument("--max-volumes-per-node", type=int, default=256)
     node.add_argument("--storage-iface", default=_env("SLUICE_STORAGE_IFACE", ""),
                       help="connect to targets through this network interface (host_iface/host_traddr)")
     node.add_argument("--cgroup-root", type=Path, default=Path(_env("SLUICE_CGROUP_ROOT", "/sys/fs/cgroup")),
@@ -120,10 +131,12 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
         ).validate(serving=False)
     elif ns.mode == "controller" and ns.targets_config is None:
         raise InvalidArgument("--mode controller needs --targets-config")
+    if ns.max_volumes_per_node <= 0:
+        raise InvalidArgument("--max-volumes-per-node must be positive")
+    if ns.target_read_timeout <= 0 or ns.target_health_interval <= 0:
+        raise InvalidArgument("--target-read-timeout and --target-health-interval must be positive")
     node = None
     if ns.mode in ("node", "all"):
-        if ns.max_volumes_per_node <= 0:
-            raise InvalidArgument("--max-volumes-per-node must be positive")
         node = NodeSettings(state_dir=ns.node_state_dir, nvme_dir=ns.nvme_config_dir,
                             topology=topology.segment(ns.fabric, ns.node_zone, ns.node_topology,
                                                       "--node-topology"),
@@ -131,5 +144,6 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
                             cgroup_root=ns.cgroup_root)
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
                           targets_config=ns.targets_config, local_target=local, node=node,
-                          log_level=ns.log_level)
+                          log_level=ns.log_level, max_volumes_per_node=ns.max_volumes_per_node,
+                          read_timeout=ns.target_read_timeout, health_interval=ns.target_health_interval)
 

@@ -8,9 +8,10 @@ import structlog
 
 from csi_driver import ids, paging
 from csi_driver.locks import InFlight
+from csi_driver.lookup import Asker
 from csi_driver.model import SnapshotInfo
 from csi_driver.params import SIDECAR_PREFIX
-from csi_driver.targets import Target, Targets
+from csi_driver.targets import READ_TIMEOUT, Target, Targets
 from nvme_target import validate
 from nvme_target.model import Snapshot
 from sluice_common.errors import AlreadyExists, InvalidArgument, NotFound
@@ -19,9 +20,10 @@ log = structlog.get_logger(__name__)
 
 
 class SnapshotService:
-    def __init__(self, targets: Targets, inflight: InFlight) -> None:
+    def __init__(self, targets: Targets, inflight: InFlight, asker: Asker | None = None) -> None:
         self.targets = targets
         self.inflight = inflight
+        self.asker = asker or Asker(READ_TIMEOUT)
 
     def create(self, name: str, source_volume_id: str, parameters: Mapping[str, str]) -> SnapshotInfo:
         validate.name(name)
@@ -33,25 +35,39 @@ class SnapshotService:
         target_id, vol_id = ids.split_volume(source_volume_id, "source_volume_id")
         target = self.targets.get(target_id, f"volume {source_volume_id}")
         with self.inflight.guard(f"snapshot-name:{name}"):
-            for other in self.targets.up():
-                found = other.backend.find_snapshot(name)
-                if found is not None:
-                    info = _info(other, found)
-                    if info.source_volume_id != source_volume_id:
-                        raise AlreadyExists(f"snapshot {name!r} exists for volume {info.source_volume_id}")
-                    return info
+            found = self._find(name, target)
+            if found is not None:
+                if found.source_volume_id != source_volume_id:
+                    raise AlreadyExists(f"snapshot {name!r} exists for volume {found.source_volume_id}")
+                return found
             snap = target.backend.create_snapshot(name, vol_id)
         log.info("snapshot created", snapshot_id=ids.join(target.id, snap.id), volume_id=source_volume_id)
         return _info(target, snap)
+
+    def _find(self, name: str, home: Target) -> SnapshotInfo | None:
+        """The snapshot named `name`: a snapshot lives with its source volume, so its
+        home target is asked first (a retry ends there); for a new name every other
+        target must answer too (the same name there is another source's snapshot, which
+        is ALREADY_EXISTS), and a silent one fails the call UNAVAILABLE."""
+        found = home.reads.find_snapshot(name)
+        if found is not None:
+            return _info(home, found)
+        others = [t for t in self.targets if t is not home]
+        answers = self.asker.all(others, lambda t: t.reads.find_snapshot(name), f"whether snapshot name {name!r} exists")
+        return next((_info(t, answers[t.id]) for t in others if answers[t.id] is not None), None)
 
     def delete(self, snapshot_id: str) -> None:
         if not snapshot_id:
             raise InvalidArgument("snapshot_id is required")
         try:
             target_id, snap_id = ids.split_snapshot(snapshot_id)
-            target = self.targets.get(target_id, f"snapshot {snapshot_id}")
         except NotFound:
             return
+        if target_id not in self.targets:
+            log.error("delete of a snapshot on a target that is no longer configured: answering OK, but its "
+                      "storage may be leaked there", snapshot_id=snapshot_id, target=target_id, possible_leak=True)
+            return
+        target = self.targets.get(target_id, f"snapshot {snapshot_id}")
         with self.inflight.guard(f"snapshot:{snapshot_id}"):
             target.backend.delete_snapshot(snap_id)
 
@@ -60,7 +76,7 @@ class SnapshotService:
             raise InvalidArgument("snapshot_id is required")
         target_id, snap_id = ids.split_snapshot(snapshot_id)
         target = self.targets.get(target_id, f"snapshot {snapshot_id}")
-        return _info(target, target.backend.get_snapshot(snap_id))
+        return _info(target, target.reads.get_snapshot(snap_id))
 
     def list(self, max_entries: int, token: str, snapshot_id: str = "",
              source_volume_id: str = "") -> tuple[list[SnapshotInfo], str]:
@@ -75,10 +91,12 @@ class SnapshotService:
             if source_volume_id:
                 target_id, vol_id = ids.split_volume(source_volume_id)
                 target = self.targets.get(target_id, f"volume {source_volume_id}")
-                return [_info(target, s) for s in target.backend.list_snapshots(vol_id)]
+                return [_info(target, s) for s in target.reads.list_snapshots(vol_id)]
         except NotFound:
             return []
-        return [_info(t, s) for t in self.targets.up() for s in t.backend.list_snapshots()]
+        targets = list(self.targets)
+        answers = self.asker.all(targets, lambda t: t.reads.list_snapshots(), "the snapshot list")
+        return [_info(t, s) for t in targets for s in answers[t.id]]
 
 
 def _info(target: Target, snap: Snapshot) -> SnapshotInfo:

@@ -1,9 +1,11 @@
 """The storage nodes a controller places volumes on.
 
 Each target has an id, a Backend (an AgentClient to a remote agent, or an in-process
-backend in all-in-one mode), a topology segment and an optional pool label. A target
-that does not answer is skipped by placement and reported by Probe; its health is
-cached for a few seconds so a busy controller does not ask on every call.
+backend in all-in-one mode), a topology segment and an optional pool label. `reads` is
+the same target behind a short deadline (READ_TIMEOUT): name lookups and lists go
+through it, so a black-holed target costs a bounded wait, never the long create
+deadline. Health is cached for a few seconds and refreshed by a background checker
+(server.py), which logs changes: the controller's Probe never waits on a target.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sluice_common.errors import InvalidArgument, NotFound, SluiceError
 
 log = structlog.get_logger(__name__)
 HEALTH_TTL = 5.0
+READ_TIMEOUT = 30.0  # seconds one lookup or list call waits for a target before it counts as silent
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,10 @@ class TargetConfig:
 
 
 class Target:
-    def __init__(self, config: TargetConfig, backend: Backend) -> None:
+    def __init__(self, config: TargetConfig, backend: Backend, reads: Backend | None = None) -> None:
         self.config = config
         self.backend = backend
+        self.reads = reads or backend
         self._checked_at = -HEALTH_TTL
         self._healthy = False
         self._problem = ""
@@ -96,6 +100,12 @@ class Targets:
     def up(self) -> list[Target]:
         return [t for t in self._by_id.values() if t.healthy()]
 
+    def __contains__(self, target_id: object) -> bool:
+        return target_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
 
 def load_config(path: Path) -> list[TargetConfig]:
     """Read the controller's targets file (JSON, as a ConfigMap mounts it)."""
@@ -131,5 +141,6 @@ def _topology(entry: dict) -> dict[str, str]:
     return {str(k): str(v) for k, v in given.items()}
 
 
-def connect(configs: list[TargetConfig]) -> Targets:
-    return Targets([Target(c, AgentClient(c.endpoint, c.tls)) for c in configs if c.endpoint])
+def connect(configs: list[TargetConfig], read_timeout: float = READ_TIMEOUT) -> Targets:
+    return Targets([Target(c, AgentClient(c.endpoint, c.tls), AgentClient(c.endpoint, c.tls, timeout=read_timeout))
+                    for c in configs if c.endpoint])

@@ -22,11 +22,11 @@ class _Process:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 300) -> None:  # a loaded lab is slow
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
         try:
-            wait_for(self._ready, 300, f"the {self.name} to serve", interval=0.2)  # a loaded lab is slow
+            wait_for(self._ready, timeout, f"the {self.name} to serve", interval=0.2)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; log: {self.log.read_text()[-3000:]}") from None
 
@@ -48,8 +48,18 @@ class _Process:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # in case a test froze it
             self.proc.terminate()
             self.proc.wait(timeout=60)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its sockets but answers nothing (a black hole)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
 
 class AgentProcess(_Process):
@@ -91,13 +101,14 @@ class ControllerProcess(_Process):
 
     name = "csi controller"
 
-    def __init__(self, workdir: Path, agents: list[AgentProcess]) -> None:
+    def __init__(self, workdir: Path, agents: list[AgentProcess], extra: list[str] = ()) -> None:
+        """`extra`: more controller flags (e.g. --target-read-timeout)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "targets.json"
         config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "controller",
-                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config)],
+                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config), *extra],
                          workdir / "controller.log")
         self.channel: grpc.Channel | None = None
 
@@ -137,26 +148,27 @@ class AllInOneProcess(_Process):
 
     name = "all-in-one driver"
 
-    def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda") -> None:
+    def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda", extra: list[str] = ()) -> None:
+        """`extra`: more driver flags (e.g. --max-volumes-per-node)."""
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "all",
                           "--endpoint", f"unix://{self.endpoint}", "--target-vg", vg, "--target-pool", pool,
                           "--target-pv", pv, "--target-state-dir", str(workdir / "target"),
                           "--target-topology", "csi.sluice.dev/zone=solo",
                           "--nvme-config-dir", str(workdir / "nvme"), "--node-state-dir", str(workdir / "node"),
-                          "--node-topology", "csi.sluice.dev/zone=solo"],
+                          "--node-topology", "csi.sluice.dev/zone=solo", *extra],
                          workdir / "all.log")
 
     def ready(self) -> bool:
         return csi_probe(self.endpoint)
 
 
-def csi_probe(endpoint: Path) -> bool:
+def csi_probe(endpoint: Path, timeout: float = 10) -> bool:
     """Whether a CSI driver answers Probe with ready=true on its socket."""
     from sluice_proto import csi_pb2, csi_pb2_grpc
 
     channel = grpc.insecure_channel(f"unix:{endpoint}")
     try:
-        return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value
+        return csi_pb2_grpc.IdentityStub(channel).Probe(csi_pb2.ProbeRequest(), timeout=timeout).ready.value
     finally:
         channel.close()

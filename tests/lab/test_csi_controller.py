@@ -20,9 +20,9 @@ def stack(thin_pool, tmp_path_factory):
     vg, pool = thin_pool
     work = tmp_path_factory.mktemp("csi-stack")
     agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start()
+    agent.start(timeout=600)  # a loaded TCG guest can take minutes to start a process
     controller = ControllerProcess(work / "controller", [agent])
-    controller.start()
+    controller.start(timeout=600)
     yield agent, controller
     controller.stop()
     agent.empty()

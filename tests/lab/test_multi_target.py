@@ -4,14 +4,18 @@ requisite zone without room gives RESOURCE_EXHAUSTED."""
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
-from tests.conformance.client import GiB, MiB, Csi, code_of
-from tests.lab.kernel import lvm
-from tests.lab.processes import AgentProcess, ControllerProcess
+from sluice_proto import csi_pb2 as pb
+from tests.conformance.client import GiB, MiB, Csi, code_of, error_of, mount_cap
+from tests.lab.kernel import lvm, wait_for
+from tests.lab.processes import AgentProcess, ControllerProcess, csi_probe
 
 pytestmark = pytest.mark.lab
+C = grpc.StatusCode
 ZONE = "csi.sluice.dev/zone"
 
 
@@ -27,9 +31,9 @@ def zones(thin_pool, tmp_path_factory):
     a = AgentProcess(work / "a", vg_a, pool_a, "/dev/vda", portal="127.0.0.1:4420", target_id="target-a", zone="a")
     b = AgentProcess(work / "b", "labvg2", "pool", "/dev/vdb", portal="127.0.0.2:4420", target_id="target-b", zone="b")
     for agent in (a, b):
-        agent.start()
+        agent.start(timeout=600)  # a loaded TCG guest can take minutes to start a process
     controller = ControllerProcess(work / "controller", [a, b])
-    controller.start()
+    controller.start(timeout=600)
     channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
     yield Csi(channel), a, b
     channel.close()
@@ -76,3 +80,60 @@ def test_requisite_zone_without_room_is_resource_exhausted(zones):
     assert code_of(lambda: csi.create("pvc-too-big", size=too_big, requisite=[{ZONE: "b"}])) == \
         grpc.StatusCode.RESOURCE_EXHAUSTED
     assert b.client.list_volumes() == [] and a.client.list_volumes() == []
+
+
+def test_a_black_holed_holder_fails_closed_and_never_makes_a_second_volume(zones, tmp_path):
+    """The fault suite: the target holding a name is frozen (SIGSTOP: its socket accepts,
+    nothing answers) while the same CreateVolume is retried 20 times. Each retry is
+    UNAVAILABLE naming that target, nothing is created on the other, ListVolumes refuses
+    to answer without it, Probe still answers at once; once it is back the retry
+    succeeds with the first volume."""
+    _, a, b = zones
+    controller = ControllerProcess(tmp_path / "controller", [a, b],
+                                   extra=["--target-read-timeout", "3", "--target-health-interval", "1"])
+    controller.start(timeout=600)
+    channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
+    csi = Csi(channel)
+    request = dict(name="pvc-fault", size=64 * MiB)
+    first = csi.create(**request)
+    holder, other = (a, b) if first.volume_id.startswith(f"{a.target_id}/") else (b, a)
+    holder.freeze()
+    try:
+        began = time.monotonic()
+        assert csi_probe(controller.endpoint, timeout=5), "Probe reports the process, not the storage"
+        probe_s = time.monotonic() - began
+        codes, named = [], 0
+        for _ in range(20):
+            err = error_of(lambda: create(csi, deadline=30, **request))
+            codes.append(err.code())
+            named += holder.target_id in err.details()
+        listed = error_of(lambda: csi.controller.ListVolumes(pb.ListVolumesRequest(), timeout=30))
+        assert other.client.find_volume("pvc-fault") is None, "no second volume on the other target"
+    finally:
+        holder.thaw()
+    print(f"black-holed {holder.target_id}: Probe answered in {probe_s:.3f}s; retries: {codes.count(C.UNAVAILABLE)}"
+          f" of 20 UNAVAILABLE, {named} naming the target")
+    assert codes == [C.UNAVAILABLE] * 20 and named == 20
+    assert listed.code() == C.UNAVAILABLE and holder.target_id in listed.details()
+    again = wait_for(lambda: _try_create(csi, request), 60, "the create to succeed once the target is back", interval=1)
+    assert again.volume_id == first.volume_id
+    assert [v.name for v in other.client.list_volumes()] == []
+    assert [v.name for v in holder.client.list_volumes()] == ["pvc-fault"]
+    csi.delete(first.volume_id)
+    channel.close()
+    controller.stop()
+
+
+def create(csi: Csi, deadline: float, name: str, size: int):
+    req = pb.CreateVolumeRequest(name=name, capacity_range=pb.CapacityRange(required_bytes=size),
+                                 volume_capabilities=[mount_cap()])
+    return csi.controller.CreateVolume(req, timeout=deadline).volume
+
+
+def _try_create(csi: Csi, request: dict):
+    try:
+        return create(csi, deadline=30, **request)
+    except grpc.RpcError as err:
+        if err.code() != C.UNAVAILABLE:
+            raise
+        return None

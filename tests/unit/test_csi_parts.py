@@ -11,7 +11,6 @@ from csi_driver import ids, paging, params, placement, quantity, settings
 from csi_driver.locks import InFlight
 from csi_driver.redact import loggable
 from csi_driver.targets import Target, TargetConfig
-from nvme_target.model import Capacity
 from sluice_common.errors import Busy, InvalidArgument, NotFound, StaleToken
 from sluice_proto import csi_pb2
 
@@ -87,19 +86,30 @@ def target(tid: str, zone: str, pool: str | None = None) -> Target:
     return Target(TargetConfig(id=tid, topology={"csi.sluice.dev/zone": zone}, pool=pool), backend=None)
 
 
-def cap(available: int) -> Capacity:
-    return Capacity(0, 0, 0, available, 0.0, 0.0, 1.0, 4 << 20)
-
-
 def test_placement_filters_and_orders():
     a, b, c = target("a", "z1", "fast"), target("b", "z2"), target("c", "z1")
     z1 = {"csi.sluice.dev/zone": "z1"}
     z2 = {"csi.sluice.dev/zone": "z2"}
     assert placement.eligible([a, b, c], "fast", []) == [a]
     assert placement.eligible([a, b, c], None, [z2]) == [b]
-    ordered = placement.order([(a, cap(10)), (b, cap(50)), (c, cap(30))], [z1])
-    assert [t.id for t, _ in ordered] == ["c", "a", "b"]  # z1 first, most room first within z1
-    assert [t.id for t, _ in placement.order([(a, cap(10)), (b, cap(50))], [])] == ["b", "a"]
+    for name in ("pvc-1", "pvc-2", "pvc-3"):
+        ordered = placement.candidates(name, [a, b, c], [z1])
+        assert ordered[2] is b, "z1 first, whatever the hash"
+        assert ordered == placement.candidates(name, [c, b, a], [z1]), "the order depends on the name only"
+
+
+def test_rendezvous_order_is_stable_and_spread():
+    pool = [target(f"t{i}", "z") for i in range(8)]
+    names = [f"pvc-{i}" for i in range(800)]
+    first = {n: placement.candidates(n, pool)[0].id for n in names}
+    counts = {t.id: list(first.values()).count(t.id) for t in pool}
+    assert min(counts.values()) > 40, counts  # 100 each on average
+    grown = pool + [target("t8", "z")]
+    moved = [n for n in names if placement.candidates(n, grown)[0].id != first[n]]
+    assert all(placement.candidates(n, grown)[0].id == "t8" for n in moved), "only names won by the new target move"
+    for n in names[:50]:  # removing a target keeps the relative order of the others
+        assert [t.id for t in placement.candidates(n, grown) if t.id != "t8"] == \
+            [t.id for t in placement.candidates(n, pool)]
 
 
 def test_target_serves_a_segment_that_includes_its_keys():
@@ -144,6 +154,11 @@ def test_settings():
         settings.from_args(["--mode", "controller"])
     with pytest.raises(InvalidArgument, match="endpoint"):
         settings.from_args(["--endpoint", "relative.sock"])
+    ctl = settings.from_args(["--mode", "controller", "--targets-config", "/t.json", "--max-volumes-per-node", "4",
+                              "--target-read-timeout", "2.5"])
+    assert (ctl.max_volumes_per_node, ctl.read_timeout, ctl.node) == (4, 2.5, None)
+    with pytest.raises(InvalidArgument, match="read-timeout"):
+        settings.from_args(["--mode", "controller", "--targets-config", "/t.json", "--target-read-timeout", "0"])
 
 
 def test_redaction_reads_the_csi_secret_option():

@@ -12,6 +12,7 @@ from pathlib import Path
 from csi_driver import ids
 from nvme_target import portals
 from nvme_target.settings import BACKENDS, AgentSettings, add_spdk_flags
+from sluice_common import metrics
 from sluice_common.errors import InvalidArgument
 
 MODES = ("controller", "node", "all")
@@ -37,6 +38,8 @@ class DriverSettings:
     local_target: AgentSettings | None = None   # all-in-one: the in-process target
     node: NodeSettings | None = None            # node and all modes
     log_level: str = "info"
+    metrics_port: int = 0                       # 0: no /metrics endpoint
+    metrics_bind: str = "0.0.0.0"
 
     @property
     def controller(self) -> bool:
@@ -68,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
                    help="JSON file listing the storage targets (a mounted ConfigMap): the controller "
                         "places volumes on them; the node watches them for live QoS changes")
     p.add_argument("--log-level", default=_env("SLUICE_LOG_LEVEL", "info"))
+    p.add_argument("--metrics-port", type=int, default=int(_env("SLUICE_METRICS_PORT", "0")),
+                   help="serve Prometheus /metrics on this TCP port (default 0: off); the node plugin's "
+                        "per-volume and per-pod metrics, the controller's per-call and per-target ones")
+    p.add_argument("--metrics-bind", default=_env("SLUICE_METRICS_BIND", "0.0.0.0"),
+                   help="the address /metrics listens on (default 0.0.0.0)")
     node = p.add_argument_group("node plugin (--mode node, all)")
     node.add_argument("--node-state-dir", type=Path, default=Path("/var/lib/sluice/node"),
                       help="where staging-record index entries live")
@@ -123,7 +131,8 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
                             cgroup_root=ns.cgroup_root)
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
                           targets_config=ns.targets_config, local_target=local, node=node,
-                          log_level=ns.log_level)
+                          log_level=ns.log_level, metrics_port=metrics.check_port(ns.metrics_port, "--metrics-port"),
+                          metrics_bind=ns.metrics_bind)
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ import structlog
 from nvme_target import naming, validate
 from nvme_target.backend import Backend
 from nvme_target.changes import ChangeFeed
+from nvme_target.metrics import REPLAYS, counted
 from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.spdk.qos import spdk_limits
 from nvme_target.spdk.rpc import SpdkRpc
@@ -121,6 +122,9 @@ class SpdkBackend(Backend):
     def sync(self) -> None:
         """Make the target match the desired state: transport, base bdev, lvstore,
         every export (subsystem, namespace, listeners, hosts) and every QoS limit."""
+        counted(REPLAYS, self._replay)
+
+    def _replay(self) -> None:
         with self._lock:
             self._synced_connection = self.rpc.connections
             self._ensure("nvmf_create_transport", trtype="TCP")

@@ -64,6 +64,29 @@ def namespaces() -> dict[str, Namespace]:
     return found
 
 
+@dataclass(frozen=True)
+class Path_:
+    """One NVMe/TCP controller (a path) of a subsystem."""
+
+    controller: str
+    state: str
+    traddr: str
+    trsvcid: str
+
+
+def paths_by_subsystem() -> dict[str, list[Path_]]:
+    """Every controller in /sys/class/nvme by subsystem NQN (one pass per scrape)."""
+    found: dict[str, list[Path_]] = {}
+    for ctrl in sorted(fabrics.SYS_NVME.glob("nvme*")):
+        nqn = read_text(ctrl / "subsysnqn").strip()
+        if not nqn:
+            continue
+        address = dict(kv.split("=", 1) for kv in read_text(ctrl / "address").strip().split(",") if "=" in kv)
+        found.setdefault(nqn, []).append(Path_(ctrl.name, read_text(ctrl / "state").strip() or "unknown",
+                                               address.get("traddr", ""), address.get("trsvcid", "")))
+    return found
+
+
 def volume_labels(record: StagingRecord) -> list[str]:
     ctx = record.context
     return [record.volume_id, ctx.get(PVC_NAMESPACE, ""), ctx.get(PVC_NAME, "")]
@@ -141,13 +164,13 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator:
         fam = _Families()
-        by_uuid = namespaces()
+        by_uuid, by_nqn = namespaces(), paths_by_subsystem()
         hierarchy = self._hierarchy()
         for record in self.store.all():
             labels = volume_labels(record)
             ns = by_uuid.get(record.ns_uuid)
             self._volume(fam, record, labels, ns)
-            self._paths(fam, record, labels)
+            self._paths(fam, by_nqn.get(record.subnqn, []), labels)
             for pod_uid in sorted(record.pod_uids()):
                 self._pod(fam, record, [*labels, pod_uid], ns, hierarchy)
         yield from fam.all()
@@ -172,16 +195,15 @@ class NodeCollector(Collector):
         for name, (index, scale, _) in DISK_COUNTERS.items():
             fam.disk[name].add_metric(labels, stat[index] * scale)
 
-    def _paths(self, fam: _Families, record: StagingRecord, labels: list[str]) -> None:
+    def _paths(self, fam: _Families, paths: list[Path_], labels: list[str]) -> None:
         live = False
-        for ctrl in fabrics.controllers(record.subnqn):
-            state = fabrics.state(ctrl) or "unknown"
-            portal = fabrics.portal_of(ctrl)
-            path = [*labels, ctrl, portal.traddr if portal else "", portal.trsvcid if portal else ""]
-            live = live or state == "live"
-            fam.path_up.add_metric(path, 1 if state == "live" else 0)
-            fam.path_state.add_metric([*path, state], 1)
-            fam.reconnects.add_metric(path, self.events.reconnects(ctrl))
+        for path in paths:
+            up = path.state == "live"
+            live = live or up
+            at = [*labels, path.controller, path.traddr, path.trsvcid]
+            fam.path_up.add_metric(at, 1 if up else 0)
+            fam.path_state.add_metric([*at, path.state], 1)
+            fam.reconnects.add_metric(at, self.events.reconnects(path.controller))
         fam.abnormal.add_metric(labels, 0 if live else 1)
 
     @staticmethod

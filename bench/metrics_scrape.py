@@ -3,7 +3,8 @@
 Builds what the node plugin reads for N staged volumes, each published to one pod (a
 /sys/block namespace device with its stat, a /sys/class/nvme controller, the pod's cgroup
 v2 files, the staging records), then serves /metrics with the real NodeCollector over
-HTTP and times GETs (median and p95 of `--rounds`), and reports the process's RSS. The
+HTTP and times GETs (median and p95 of `--rounds`; the CPU time of the process per GET,
+which a loaded machine inflates less than wall time), and reports the process's RSS. The
 files are on tmpfs, not sysfs: this measures the collector's own cost, not the kernel's.
 
     .venv/bin/python bench/metrics_scrape.py [--volumes 50] [--rounds 50]
@@ -12,6 +13,7 @@ files are on tmpfs, not sysfs: this measures the collector's own cost, not the k
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -78,16 +80,18 @@ def main() -> int:
         registry = CollectorRegistry()
         registry.register(node_metrics.NodeCollector(store, Path(tmp) / "cgroup", PathEvents()))
         server, _ = start_http_server(ns.port, addr="127.0.0.1", registry=registry)
-        times, size = [], 0
+        times, cpu, size = [], [], 0
         for _ in range(ns.rounds):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             with urllib.request.urlopen(f"http://127.0.0.1:{ns.port}/metrics") as reply:
                 size = len(reply.read())
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
         server.shutdown()
     times.sort()
     print(f"METRICS-SCRAPE volumes={ns.volumes} rounds={ns.rounds} median={statistics.median(times) * 1000:.1f}ms "
-          f"p95={times[int(0.95 * (len(times) - 1))] * 1000:.1f}ms body={size} bytes rss={rss_mib():.1f}MiB")
+          f"p95={times[int(0.95 * (len(times) - 1))] * 1000:.1f}ms cpu={statistics.median(cpu) * 1000:.1f}ms "
+          f"load={os.getloadavg()[0]:.1f} body={size} bytes rss={rss_mib():.1f}MiB")
     return 0
 
 

@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from nvme_target import lvtags
 from nvme_target.backend import Backend
 from nvme_target.fill import FillMarks
-from sluice_common.errors import SluiceError
+from sluice_common.errors import SluiceError, Unavailable
 from sluice_common.metrics import read_text
 
 log = structlog.get_logger(__name__)
@@ -158,7 +158,6 @@ class AgentCollector(Collector):
 def _lvm_pool(lvs: dict, pool_name: str) -> Pool:
     pool = lvs.get(pool_name)
     if pool is None or pool.segtype != "thin-pool":
-        from sluice_common.errors import Unavailable
         raise Unavailable(f"thin pool {pool_name} not found")
     kinds = [lvtags.kind(lv) for lv in lvs.values()]
     provisioned = sum(lv.size for lv in lvs.values() if lvtags.kind(lv) == "volume")

@@ -25,6 +25,7 @@ from csi_driver.node import fabrics
 from csi_driver.node.cgroups import IO_MAX_KEYS, Hierarchy, pod_cgroup_candidates
 from csi_driver.node.path_events import PathEvents
 from csi_driver.node.staging import StagingRecord, StagingStore
+from sluice_common.errors import FailedPrecondition
 from sluice_common.metrics import read_text
 
 SYS_BLOCK = Path("/sys/block")
@@ -178,7 +179,7 @@ class NodeCollector(Collector):
     def _hierarchy(self) -> Hierarchy | None:
         try:
             return Hierarchy.detect(self.cgroup_root)
-        except Exception:  # no io controller here: the per-pod families stay empty
+        except FailedPrecondition:  # no io controller here: the per-pod families stay empty
             return None
 
     @staticmethod
@@ -222,7 +223,8 @@ class NodeCollector(Collector):
         fam.in_force.add_metric(labels, 1 if in_force == wanted else 0)
         stat = dict(p.split("=", 1) for p in device_line(cgroup / "io.stat", ns.majmin).split()[1:] if "=" in p)
         for key, family in fam.pod_io.items():
-            family.add_metric(labels, int(stat.get(key, 0)))
+            if key in stat:  # v2 only; a pod that has not touched the device has no line yet
+                family.add_metric(labels, int(stat[key]))
         for kind, seconds in pressure(cgroup / "io.pressure").items():
             fam.psi.add_metric([*labels, kind], seconds)
 

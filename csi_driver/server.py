@@ -14,6 +14,7 @@ from csi_driver.controller import ControllerService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
 from csi_driver.lookup import Asker
+from csi_driver.metrics import CallMetrics, driver_collectors
 from csi_driver.servicers.controller import ControllerServicer
 from csi_driver.node import hostid
 from csi_driver.node.service import NodeConfig, NodeService
@@ -24,7 +25,8 @@ from csi_driver.snapshots import SnapshotService
 from csi_driver.targets import Target, TargetConfig, Targets, connect, load_config
 from nvme_target import portals
 from nvme_target.agent.serve import build_backend, load_kernel_modules
-from sluice_common import runner
+from nvme_target.metrics import RESTORES, counted
+from sluice_common import metrics, runner
 from sluice_common.errors import SluiceError
 from sluice_proto import csi_pb2_grpc
 
@@ -36,7 +38,7 @@ def build_targets(settings: DriverSettings) -> Targets:
         local = settings.local_target
         load_kernel_modules(local)
         backend = build_backend(local)
-        backend.restore()
+        counted(RESTORES, backend.restore)
         config = TargetConfig(id=local.target_id, topology=dict(local.topology))
         return Targets([Target(config, backend)])
     assert settings.targets_config is not None
@@ -44,7 +46,7 @@ def build_targets(settings: DriverSettings) -> Targets:
 
 
 def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Server:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[CallLogger()])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=[CallLogger(), CallMetrics()])
     checks = []
     inflight = InFlight()
     if targets is None and (settings.controller or settings.targets_config is not None):
@@ -73,6 +75,7 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     if settings.node is not None:
         node.start()
     os.chmod(settings.endpoint, 0o660)
+    metrics.serve(settings.metrics_bind, settings.metrics_port, driver_collectors(settings, targets))
     log.info("csi driver serving", mode=settings.mode, endpoint=str(settings.endpoint),
              driver=settings.driver_name)
     return server

@@ -12,7 +12,7 @@ from pathlib import Path
 from csi_driver import ids
 from nvme_target import portals
 from nvme_target.settings import BACKENDS, AgentSettings, add_spdk_flags
-from sluice_common import topology
+from sluice_common import metrics, topology
 from sluice_common.errors import InvalidArgument
 
 MODES = ("controller", "node", "all")
@@ -41,6 +41,8 @@ class DriverSettings:
     max_volumes_per_node: int = 256   # the controller refuses a publish past it (RESOURCE_EXHAUSTED)
     read_timeout: float = 30.0        # seconds one lookup or list call waits for a target
     health_interval: float = 10.0     # seconds between background target health checks
+    metrics_port: int = 0             # 0: no /metrics endpoint
+    metrics_bind: str = "0.0.0.0"
 
     @property
     def controller(self) -> bool:
@@ -81,6 +83,11 @@ def parser() -> argparse.ArgumentParser:
                           "UNAVAILABLE naming it (keep it well under the sidecars' --timeout)")
     ctl.add_argument("--target-health-interval", type=float, default=10.0,
                      help="seconds between background target health checks (logged; never on the Probe path)")
+    p.add_argument("--metrics-port", type=int, default=int(_env("SLUICE_METRICS_PORT", "0")),
+                   help="serve Prometheus /metrics on this TCP port (default 0: off); the node plugin's "
+                        "per-volume and per-pod metrics, the controller's per-call and per-target ones")
+    p.add_argument("--metrics-bind", default=_env("SLUICE_METRICS_BIND", "0.0.0.0"),
+                   help="the address /metrics listens on (default 0.0.0.0)")
     node = p.add_argument_group("node plugin (--mode node, all)")
     node.add_argument("--node-state-dir", type=Path, default=Path("/var/lib/sluice/node"),
                       help="where staging-record index entries live")
@@ -145,5 +152,7 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
     return DriverSettings(mode=ns.mode, endpoint=endpoint_path(ns.endpoint), driver_name=ns.driver_name,
                           targets_config=ns.targets_config, local_target=local, node=node,
                           log_level=ns.log_level, max_volumes_per_node=ns.max_volumes_per_node,
-                          read_timeout=ns.target_read_timeout, health_interval=ns.target_health_interval)
+                          read_timeout=ns.target_read_timeout, health_interval=ns.target_health_interval,
+                          metrics_port=metrics.check_port(ns.metrics_port, "--metrics-port"),
+                          metrics_bind=ns.metrics_bind)
 

@@ -47,6 +47,7 @@ class Target:
         self._checked_at = -HEALTH_TTL
         self._healthy = False
         self._problem = ""
+        self._seen_at = 0.0  # wall clock of the last health check it answered ready
         self._lock = threading.Lock()
 
     @property
@@ -70,11 +71,19 @@ class Target:
             if healthy != self._healthy or problem != self._problem:
                 log.info("target health", target=self.id, healthy=healthy, problem=problem)
             self._healthy, self._problem, self._checked_at = healthy, problem, time.monotonic()
+            if healthy:
+                self._seen_at = time.time()
         return healthy
 
     @property
     def problem(self) -> str:
         return self._problem
+
+    def status(self) -> tuple[bool, float]:
+        """(healthy at the last check, wall-clock time it last answered ready; 0: never),
+        as cached: asks nothing (for metrics)."""
+        with self._lock:
+            return self._healthy, self._seen_at
 
     def serves(self, segment: Mapping[str, str]) -> bool:
         """Whether this target's volumes are accessible from the topology `segment`."""

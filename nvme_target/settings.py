@@ -46,6 +46,8 @@ class AgentSettings:
     spdk_base_bdev: str = ""
     spdk_lvstore: str = "sluice"
     spdk_aio_file: str = ""
+    metrics_port: int = 0          # 0: no /metrics endpoint
+    metrics_bind: str = "0.0.0.0"
 
     @property
     def tls(self) -> bool:
@@ -76,6 +78,8 @@ class AgentSettings:
         FillMarks(self.fill_high, self.fill_critical)  # raises InvalidArgument naming both
         if self.fill_interval <= 0 or self.pool_auto_extend < 0:
             raise InvalidArgument("--fill-interval must be positive and --pool-auto-extend not negative")
+        if not 0 <= self.metrics_port <= 65535:
+            raise InvalidArgument(f"--metrics-port {self.metrics_port}: expected 0 (off) or a TCP port")
         return self
 
     @property
@@ -133,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", action="append", default=[], metavar="KEY=VALUE",
                    help="more keys in this target's topology segment (repeatable)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    p.add_argument("--metrics-port", type=int, default=int(_env("METRICS_PORT", "0")),
+                   help="serve Prometheus /metrics on this TCP port (default 0: off): pool fill, "
+                        "counts, per exported volume target-side I/O")
+    p.add_argument("--metrics-bind", default=_env("METRICS_BIND", "0.0.0.0"),
+                   help="the address /metrics listens on (default 0.0.0.0)")
     add_spdk_flags(p, "")
     return p
 
@@ -163,5 +172,5 @@ def from_args(argv: Sequence[str] | None = None) -> AgentSettings:
         pool_auto_extend=ns.pool_auto_extend, error_when_full=ns.error_when_full,
         target_id=ns.target_id, topology=topology, log_level=ns.log_level,
         spdk_socket=ns.spdk_socket, spdk_base_bdev=ns.spdk_base_bdev, spdk_lvstore=ns.spdk_lvstore,
-        spdk_aio_file=ns.spdk_aio_file,
+        spdk_aio_file=ns.spdk_aio_file, metrics_port=ns.metrics_port, metrics_bind=ns.metrics_bind,
     ).validate()

@@ -11,7 +11,7 @@ import grpc
 import structlog
 
 from csi_driver import __version__
-from nvme_target import portals
+from nvme_target import metrics, portals
 from nvme_target.agent.server import TargetAgentServicer
 from nvme_target.backend import Backend
 from nvme_target.kernel_backend import KernelBackend
@@ -20,6 +20,7 @@ from nvme_target.spdk.backend import SpdkBackend, SpdkConfig
 from nvme_target.model import TargetInfo
 from nvme_target.settings import AgentSettings
 from sluice_common import runner
+from sluice_common.metrics import serve as serve_metrics
 from sluice_common.errors import FailedPrecondition, SluiceError
 from sluice_proto import target_pb2_grpc
 
@@ -85,7 +86,7 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
         backend = build_backend(settings)
         if settings.backend == "kernel":
             require_thin_pool(settings, backend.lvm)
-    backend.restore()
+    metrics.counted(metrics.RESTORES, backend.restore)
     # Each node holds one WatchVolumes stream (one worker thread while open); threads
     # are started on demand, so the ceiling costs nothing until nodes connect.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS))
@@ -104,6 +105,7 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     server.start()
     if settings.socket is not None:
         os.chmod(settings.socket, 0o660)
+    serve_metrics(settings.metrics_bind, settings.metrics_port, [metrics.agent_collector(backend, settings)])
     log.info("target agent serving", target_id=settings.target_id, socket=str(settings.socket),
              listen=settings.listen, tls=settings.tls, portals=[p.traddr for p in backend.portals()])
     return server

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from nvme_target.metrics import REPLAYS
 from sluice_common.errors import SluiceError
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class Replay:
             finally:
                 self.running = False
                 self._last_run = time.monotonic()
+            REPLAYS.labels(result="failed" if self.problems else "ok").inc()
         return not self.problems
 
     def _run(self) -> None:

@@ -13,6 +13,8 @@ import grpc
 from nvme_target.agent.client import AgentClient
 from tests.lab.kernel import wait_for
 
+START_SECONDS = 300  # generous: a TCG guest on a loaded 2-core host can take minutes to start one
+
 
 class _Process:
     name = "process"
@@ -22,7 +24,7 @@ class _Process:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 300) -> None:  # a loaded lab is slow
+    def start(self, timeout: float = START_SECONDS) -> None:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
         try:
@@ -68,13 +70,15 @@ class AgentProcess(_Process):
     name = "target agent"
 
     def __init__(self, workdir: Path, vg: str, pool: str, pv: str, portal: str = "lo:4420",
-                 target_id: str = "lab-target", zone: str = "lab") -> None:
+                 target_id: str = "lab-target", zone: str = "lab", metrics_port: int = 0) -> None:
+        """`metrics_port`: serve /metrics on 127.0.0.1:PORT (0: off)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "agent.sock"
         super().__init__([sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", pv,
                           "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
                           "--portal", portal, "--target-id", target_id,
-                          "--topology", f"csi.sluice.dev/zone={zone}", "--overcommit-ratio", "2"],
+                          "--topology", f"csi.sluice.dev/zone={zone}", "--overcommit-ratio", "2",
+                          *_metrics_flags(metrics_port)],
                          workdir / "agent.log")
         self.target_id, self.zone = target_id, zone
         self.client = AgentClient(f"unix:{self.socket}", timeout=300)
@@ -101,14 +105,16 @@ class ControllerProcess(_Process):
 
     name = "csi controller"
 
-    def __init__(self, workdir: Path, agents: list[AgentProcess], extra: list[str] = ()) -> None:
+    def __init__(self, workdir: Path, agents: list[AgentProcess], extra: list[str] = (),
+                 metrics_port: int = 0) -> None:
         """`extra`: more controller flags (e.g. --target-read-timeout)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "targets.json"
         config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "controller",
-                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config), *extra],
+                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config), *extra,
+                          *_metrics_flags(metrics_port)],
                          workdir / "controller.log")
         self.channel: grpc.Channel | None = None
 
@@ -122,7 +128,7 @@ class NodeProcess(_Process):
     name = "csi node plugin"
 
     def __init__(self, workdir: Path, zone: str = "lab", agents: list[AgentProcess] = (),
-                 cgroup_root: Path | None = None) -> None:
+                 cgroup_root: Path | None = None, metrics_port: int = 0) -> None:
         """`agents`: watched for live limit changes (--targets-config)."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.endpoint = workdir / "csi.sock"
@@ -133,6 +139,7 @@ class NodeProcess(_Process):
             extra += ["--targets-config", str(config)]
         if cgroup_root is not None:
             extra += ["--cgroup-root", str(cgroup_root)]
+        extra += _metrics_flags(metrics_port)
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "node",
                           "--endpoint", f"unix://{self.endpoint}", "--nvme-config-dir", str(workdir / "nvme"),
                           "--node-state-dir", str(workdir / "state"),
@@ -161,6 +168,10 @@ class AllInOneProcess(_Process):
 
     def ready(self) -> bool:
         return csi_probe(self.endpoint)
+
+
+def _metrics_flags(port: int) -> list[str]:
+    return ["--metrics-port", str(port), "--metrics-bind", "127.0.0.1"] if port else []
 
 
 def csi_probe(endpoint: Path, timeout: float = 10) -> bool:

@@ -32,6 +32,11 @@ SLUICE_IMAGE = "ghcr.io/sluice-dev/sluice"
 # the snapshot CRD is not a built-in schema: its spec, from external-snapshotter's
 # snapshot.storage.k8s.io/v1 VolumeSnapshotClass CRD
 SNAPSHOT_CLASS_FIELDS = {"apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"}
+# prometheus-operator's monitoring.coreos.com/v1 CRDs (deploy/monitoring) are not built-in
+# schemas either: the fields Sluice uses, from the operator's API reference
+MONITORING_SPECS = {"PodMonitor": {"selector", "podMetricsEndpoints"}, "PrometheusRule": {"groups"}}
+POD_METRICS_ENDPOINT_FIELDS = {"port", "path", "interval", "scheme", "scrapeTimeout"}
+RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations"}
 
 
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
@@ -41,9 +46,10 @@ PREREQUISITE_SECRETS = {"sluice-agent-server", "sluice-agent-client"}
 
 
 def documents() -> list[tuple[str, dict]]:
-    """The plain manifests: base and examples (overlays and components hold patches)."""
+    """The plain manifests: base, examples and monitoring (overlays and components hold patches)."""
     docs = []
-    for path in sorted([*(DEPLOY / "base").glob("*.yaml"), *(DEPLOY / "examples").glob("*.yaml")]):
+    for path in sorted([*(DEPLOY / "base").glob("*.yaml"), *(DEPLOY / "examples").glob("*.yaml"),
+                        *(DEPLOY / "monitoring").glob("*.yaml")]):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 docs.append((str(path.relative_to(ROOT)), doc))
@@ -91,13 +97,50 @@ def test_every_manifest_is_valid_kubernetes(where, doc):
         assert set(doc["spec"]) == {"volumeSnapshotClassName", "source"}
         assert set(doc["spec"]["source"]) == {"persistentVolumeClaimName"}
         return
+    if doc["kind"] in MONITORING_SPECS:
+        check_monitoring(doc)
+        return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+def check_monitoring(doc: dict) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(doc["metadata"]) <= {"name", "labels", "namespace"}
+    assert set(doc["spec"]) <= MONITORING_SPECS[doc["kind"]]
+    if doc["kind"] == "PodMonitor":
+        assert doc["spec"]["selector"]["matchLabels"]
+        for endpoint in doc["spec"]["podMetricsEndpoints"]:
+            assert set(endpoint) <= POD_METRICS_ENDPOINT_FIELDS
+        return
+    for group in doc["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"} and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= RULE_FIELDS and "expr" in rule, rule
+
+
+def test_every_pod_monitor_scrapes_a_named_port_of_a_sluice_pod():
+    ports = {}
+    for _, doc in DOCS:
+        template = doc.get("spec", {}).get("template", {})
+        for container in template.get("spec", {}).get("containers", []):
+            for port in container.get("ports", []):
+                app = template["metadata"].get("labels", {}).get("app.kubernetes.io/name", "")
+                ports.setdefault(app, set()).add(port.get("name", ""))
+    monitors = [d for _, d in DOCS if d["kind"] == "PodMonitor"]
+    assert {m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] for m in monitors} == {
+        "sluice-node", "sluice-controller", "sluice-target"}
+    for monitor in monitors:
+        app = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert endpoint["port"] in ports[app], f"{app} has no port named {endpoint['port']}"
+
+
 def test_the_kustomization_lists_every_base_manifest():
-    kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())
-    files = sorted(p.name for p in (DEPLOY / "base").glob("*.yaml") if p.name != "kustomization.yaml")
-    assert kustomization["resources"] == files
+    for folder in ("base", "monitoring"):
+        kustomization = yaml.safe_load((DEPLOY / folder / "kustomization.yaml").read_text())
+        files = sorted(p.name for p in (DEPLOY / folder).glob("*.yaml") if p.name != "kustomization.yaml")
+        assert kustomization["resources"] == files
 
 
 def sluice_containers(docs=None) -> list[tuple[str, dict]]:

@@ -1,0 +1,236 @@
+"""The node plugin's Prometheus collector: per staged volume, per (volume, pod) and per
+NVMe path, read on scrape from the staging records, sysfs and cgroupfs only.
+
+- volume: the namespace device's /sys/block/<dev>/stat (bytes, operations, time spent,
+  in flight), its size, whether it is attached and abnormal (no live path);
+- volume x pod: the limits wanted (the staging record), the io.max values in force on
+  the pod's cgroup, whether they match, the pod's io.stat for the device and the pod
+  cgroup's io.pressure (some/full);
+- path: each controller's state and the reconnects seen (PathEvents, a udev monitor).
+
+Labels: volume_id, pvc_namespace and pvc_name (from the volume context when the
+controller passed them through, else ""), pod_uid, controller, traddr, trsvcid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from csi_driver.node import fabrics
+from csi_driver.node.cgroups import IO_MAX_KEYS, Hierarchy, pod_cgroup_candidates
+from csi_driver.node.path_events import PathEvents
+from csi_driver.node.staging import StagingRecord, StagingStore
+from sluice_common.errors import FailedPrecondition
+from sluice_common.metrics import read_text
+
+SYS_BLOCK = Path("/sys/block")
+SECTOR = 512
+PVC_NAME, PVC_NAMESPACE = "csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace"
+VOLUME = ("volume_id", "pvc_namespace", "pvc_name")
+POD = (*VOLUME, "pod_uid")
+PATH = (*VOLUME, "controller", "traddr", "trsvcid")
+# /sys/block/<dev>/stat field index -> (metric suffix, scale); see the kernel's
+# Documentation/block/stat.rst (times in milliseconds, sizes in 512-byte sectors)
+DISK_COUNTERS = {
+    "read_ops_total": (0, 1, "Read requests completed"),
+    "read_bytes_total": (2, SECTOR, "Bytes read"),
+    "read_time_seconds_total": (3, 0.001, "Time read requests spent (sum over requests)"),
+    "write_ops_total": (4, 1, "Write requests completed"),
+    "write_bytes_total": (6, SECTOR, "Bytes written"),
+    "write_time_seconds_total": (7, 0.001, "Time write requests spent (sum over requests)"),
+    "io_time_seconds_total": (9, 0.001, "Time the device had I/O in flight"),
+}
+POD_COUNTERS = {"rbytes": "read_bytes_total", "wbytes": "write_bytes_total",
+                "rios": "read_ops_total", "wios": "write_ops_total"}
+
+
+@dataclass(frozen=True)
+class Namespace:
+    device: str      # nvmeXnY
+    majmin: str
+
+
+def namespaces() -> dict[str, Namespace]:
+    """Every visible NVMe namespace block device by UUID (one sysfs pass per scrape)."""
+    found = {}
+    for disk in SYS_BLOCK.glob("nvme*n*"):
+        uuid, majmin = read_text(disk / "uuid").strip(), read_text(disk / "dev").strip()
+        if uuid and majmin:
+            found[uuid] = Namespace(disk.name, majmin)
+    return found
+
+
+@dataclass(frozen=True)
+class Path_:
+    """One NVMe/TCP controller (a path) of a subsystem."""
+
+    controller: str
+    state: str
+    traddr: str
+    trsvcid: str
+
+
+def paths_by_subsystem() -> dict[str, list[Path_]]:
+    """Every controller in /sys/class/nvme by subsystem NQN (one pass per scrape)."""
+    found: dict[str, list[Path_]] = {}
+    for ctrl in sorted(fabrics.SYS_NVME.glob("nvme*")):
+        nqn = read_text(ctrl / "subsysnqn").strip()
+        if not nqn:
+            continue
+        address = dict(kv.split("=", 1) for kv in read_text(ctrl / "address").strip().split(",") if "=" in kv)
+        found.setdefault(nqn, []).append(Path_(ctrl.name, read_text(ctrl / "state").strip() or "unknown",
+                                               address.get("traddr", ""), address.get("trsvcid", "")))
+    return found
+
+
+def volume_labels(record: StagingRecord) -> list[str]:
+    ctx = record.context
+    return [record.volume_id, ctx.get(PVC_NAMESPACE, ""), ctx.get(PVC_NAME, "")]
+
+
+def disk_stat(device: str) -> list[int]:
+    fields = read_text(SYS_BLOCK / device / "stat").split()
+    return [int(f) for f in fields] if len(fields) >= 11 else []
+
+
+def wanted_values(record: StagingRecord) -> dict[str, int]:
+    limits = record.limits
+    return {key: getattr(limits, attr) for key, attr in IO_MAX_KEYS.items() if getattr(limits, attr) is not None}
+
+
+def device_line(path: Path, majmin: str) -> str:
+    return next((ln for ln in read_text(path).splitlines() if ln.split()[:1] == [majmin]), "")
+
+
+def pressure(path: Path) -> dict[str, float]:
+    """{"some": seconds, "full": seconds} from a cgroup's io.pressure (total= is in µs)."""
+    out = {}
+    for line in read_text(path).splitlines():
+        kind, *pairs = line.split()
+        values = dict(p.split("=", 1) for p in pairs if "=" in p)
+        if "total" in values:
+            out[kind] = int(values["total"]) / 1e6
+    return out
+
+
+class _Families:
+    """The metric families of one scrape, created empty and filled volume by volume."""
+
+    def __init__(self) -> None:
+        g, c = GaugeMetricFamily, CounterMetricFamily
+        n = "sluice_node_"
+        self.staged = g(n + "volume_staged", "A volume staged on this node (1), with its PVC when known", labels=VOLUME)
+        self.attached = g(n + "volume_attached", "1 when the volume's namespace device is present", labels=VOLUME)
+        self.abnormal = g(n + "volume_abnormal", "1 when no NVMe/TCP path of the volume is live "
+                          "(the VOLUME_CONDITION NodeGetVolumeStats reports)", labels=VOLUME)
+        self.size = g(n + "volume_size_bytes", "Size of the namespace device", labels=VOLUME)
+        self.in_flight = g(n + "volume_io_in_flight", "I/O requests in flight on the device", labels=VOLUME)
+        self.disk = {name: c(n + "volume_" + name[:-len("_total")], doc, labels=VOLUME)
+                     for name, (_, _, doc) in DISK_COUNTERS.items()}
+        self.wanted = g(n + "volume_limit_wanted", "A limit the volume should have (io.max key; bytes or "
+                        "operations per second)", labels=(*VOLUME, "limit"))
+        self.io_max = g(n + "pod_io_max", "A limit in force on the pod's cgroup for the device (io.max "
+                        "value; absent when max)", labels=(*POD, "limit"))
+        self.in_force = g(n + "pod_limits_in_force", "1 when the pod's io.max for the device is exactly the "
+                          "limits wanted", labels=POD)
+        self.pod_io = {key: c(n + "pod_" + name[:-len("_total")], f"The pod's io.stat {key} for the device",
+                              labels=POD) for key, name in POD_COUNTERS.items()}
+        self.psi = c(n + "pod_io_pressure_seconds", "The pod cgroup's io.pressure total (some: at least one "
+                     "task stalled on I/O, full: all were)", labels=(*POD, "kind"))
+        self.path_up = g(n + "path_up", "1 when the NVMe/TCP controller (path) is live", labels=PATH)
+        self.path_state = g(n + "path_state", "The controller's state (1 for the current one)",
+                            labels=(*PATH, "state"))
+        self.reconnects = c(n + "path_reconnects", "Reconnects of the path seen since the plugin started",
+                            labels=PATH)
+
+    def all(self) -> list:
+        return [self.staged, self.attached, self.abnormal, self.size, self.in_flight, *self.disk.values(),
+                self.wanted, self.io_max, self.in_force, *self.pod_io.values(), self.psi,
+                self.path_up, self.path_state, self.reconnects]
+
+
+class NodeCollector(Collector):
+    def __init__(self, store: StagingStore, cgroup_root: Path, events: PathEvents | None = None) -> None:
+        self.store = store
+        self.cgroup_root = cgroup_root
+        self.events = events or PathEvents()
+
+    def describe(self) -> list:
+        return _Families().all()
+
+    def collect(self) -> Iterator:
+        fam = _Families()
+        by_uuid, by_nqn = namespaces(), paths_by_subsystem()
+        hierarchy = self._hierarchy()
+        for record in self.store.all():
+            labels = volume_labels(record)
+            ns = by_uuid.get(record.ns_uuid)
+            self._volume(fam, record, labels, ns)
+            self._paths(fam, by_nqn.get(record.subnqn, []), labels)
+            for pod_uid in sorted(record.pod_uids()):
+                self._pod(fam, record, [*labels, pod_uid], ns, hierarchy)
+        yield from fam.all()
+
+    def _hierarchy(self) -> Hierarchy | None:
+        try:
+            return Hierarchy.detect(self.cgroup_root)
+        except FailedPrecondition:  # no io controller here: the per-pod families stay empty
+            return None
+
+    @staticmethod
+    def _volume(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None) -> None:
+        fam.staged.add_metric(labels, 1)
+        fam.attached.add_metric(labels, 1 if ns else 0)
+        for key, value in wanted_values(record).items():
+            fam.wanted.add_metric([*labels, key], value)
+        stat = disk_stat(ns.device) if ns else []
+        if not stat:
+            return
+        fam.size.add_metric(labels, int(read_text(SYS_BLOCK / ns.device / "size") or 0) * SECTOR)
+        fam.in_flight.add_metric(labels, stat[8])
+        for name, (index, scale, _) in DISK_COUNTERS.items():
+            fam.disk[name].add_metric(labels, stat[index] * scale)
+
+    def _paths(self, fam: _Families, paths: list[Path_], labels: list[str]) -> None:
+        live = False
+        for path in paths:
+            up = path.state == "live"
+            live = live or up
+            at = [*labels, path.controller, path.traddr, path.trsvcid]
+            fam.path_up.add_metric(at, 1 if up else 0)
+            fam.path_state.add_metric([*at, path.state], 1)
+            fam.reconnects.add_metric(at, self.events.reconnects(path.controller))
+        fam.abnormal.add_metric(labels, 0 if live else 1)
+
+    @staticmethod
+    def _pod(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None,
+             hierarchy: Hierarchy | None) -> None:
+        cgroup = _pod_cgroup(hierarchy, labels[-1]) if hierarchy else None
+        wanted = wanted_values(record)
+        if cgroup is None or ns is None:
+            fam.in_force.add_metric(labels, 0 if wanted else 1)
+            return
+        limits = hierarchy.limits(cgroup, ns.majmin)
+        in_force = {key: getattr(limits, attr) for key, attr in IO_MAX_KEYS.items()
+                    if getattr(limits, attr) is not None}
+        for key, value in in_force.items():
+            fam.io_max.add_metric([*labels, key], value)
+        fam.in_force.add_metric(labels, 1 if in_force == wanted else 0)
+        stat = dict(p.split("=", 1) for p in device_line(cgroup / "io.stat", ns.majmin).split()[1:] if "=" in p)
+        for key, family in fam.pod_io.items():
+            if key in stat:  # v2 only; a pod that has not touched the device has no line yet
+                family.add_metric(labels, int(stat[key]))
+        for kind, seconds in pressure(cgroup / "io.pressure").items():
+            fam.psi.add_metric([*labels, kind], seconds)
+
+
+def _pod_cgroup(hierarchy: Hierarchy, pod_uid: str) -> Path | None:
+    for rel in pod_cgroup_candidates(pod_uid):
+        if (hierarchy.base / rel).is_dir():
+            return hierarchy.base / rel
+    return None

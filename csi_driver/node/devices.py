@@ -33,6 +33,11 @@ def find_by_uuid(ns_uuid: str) -> str | None:
     return None
 
 
+def exists(majmin_: str) -> bool:
+    """Whether a block device with this MAJ:MIN is present."""
+    return Path(f"/sys/dev/block/{majmin_}").exists()
+
+
 def majmin(device: str) -> str:
     return (SYS_BLOCK / device / "dev").read_text().strip()
 

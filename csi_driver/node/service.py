@@ -84,6 +84,7 @@ class NodeService:
     def start(self) -> None:
         """Re-apply every published volume's limits (a restarted plugin), then keep them:
         watch the targets for changes and re-check every few seconds for reconnects."""
+        devices.INDEX.follow_udev()
         self.sync_limits()
         if self.watch is not None:
             self.watch.start()

@@ -198,3 +198,26 @@ def test_staging_records_are_found_when_one_is_damaged(tmp_path):
     (node.store.index / "broken.json").write_text("{not json")
     assert [r.volume_id for r in node.store.all()] == [VOL]
     assert Path(tmp_path / "a.sluice.json").exists()
+
+
+def test_device_lookups_do_not_sweep_sysfs_per_volume(tmp_path, monkeypatch):
+    from csi_driver.node import devices
+
+    for i, ns in enumerate(("u-1", "u-2", "u-3")):
+        disk = tmp_path / f"nvme{i}n1"
+        disk.mkdir()
+        (disk / "uuid").write_text(ns + "\n")
+        (disk / "dev").write_text(f"259:{i}\n")
+    monkeypatch.setattr(devices, "SYS_BLOCK", tmp_path)
+    sweeps = []
+    real_sweep = devices._sweep
+    monkeypatch.setattr(devices, "_sweep", lambda: sweeps.append(1) or real_sweep())
+    index = devices.DeviceIndex()
+    index._observer = object()  # as if udev events were followed
+    assert [index.find(u) for u in ("u-1", "u-2", "u-3")] == ["nvme0n1", "nvme1n1", "nvme2n1"]
+    for _ in range(10):
+        assert index.find("u-2") == "nvme1n1" and index.find("gone") is None
+    assert len(sweeps) == 2, "one sweep fills the index, one for the first miss; hits and misses are cached"
+    index.changed()  # udev: a block device came or went
+    assert index.find("gone") is None and len(sweeps) == 3
+    assert index.find("gone", fresh=True) is None and len(sweeps) == 4

@@ -101,6 +101,15 @@ def find_by_uuid(ns_uuid: str) -> str | None:
     return INDEX.find(ns_uuid)
 
 
+def diskseq(device: str) -> int:
+    """The kernel's sequence number of this disk (a reconnect after the controller was
+    dropped makes a new disk, maybe with the same name and MAJ:MIN, never the same seq)."""
+    try:
+        return int((SYS_BLOCK / device / "diskseq").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
 def exists(majmin_: str) -> bool:
     """Whether a block device with this MAJ:MIN is present."""
     return Path(f"/sys/dev/block/{majmin_}").exists()

@@ -40,7 +40,7 @@ def _staging(record: StagingRecord) -> str:
     staged = mounts.at(record.staging_path)
     if staged is None:
         return f"{record.staging_path} is not mounted"
-    if staged.majmin != devices.majmin(device):
+    if staged.majmin != devices.majmin(device) or record.diskseq and devices.diskseq(device) != record.diskseq:
         return "the staged filesystem is on a device that is gone; the next NodePublish stages it again"
     return ""
 

@@ -19,7 +19,7 @@ import structlog
 from csi_driver import ids
 from csi_driver.capabilities import Capability, require_supported
 from csi_driver.locks import InFlight
-from csi_driver.node import devices, fabrics, faults, filesystems, health, inputs, mounts, supervise
+from csi_driver.node import devices, fabrics, faults, filesystems, health, mounts, plans, publishing, supervise
 from csi_driver.node import readonly as ro
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.limits import PodLimits
@@ -162,11 +162,12 @@ class NodeService:
         if cap is None:
             raise InvalidArgument("volume_capability is required")
         require_supported([cap], "volume_capability")
-        plan = self._plan(volume_id, publish_context, staging_path, cap, volume_context)
+        plan = plans.plan(volume_id, publish_context, staging_path, cap, volume_context)
         with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
             before = self.store.load(staging_path)
-            device = self._bring_up(plan)
-            record = replace(plan, publications=before.publications if before else (),
+            device = self._bring_up(plan, before.diskseq if before else 0)
+            record = replace(plan, diskseq=devices.diskseq(device),
+                             publications=before.publications if before else (),
                              pods=before.pods if before else {},
                              # limits the target sent since win over the (older) publish context
                              qos=before.qos if before else plan.qos)
@@ -178,41 +179,11 @@ class NodeService:
         log.info("staged", volume_id=volume_id, device=device, access_type=cap.access_type,
                  read_only=plan.read_only)
 
-    def _plan(self, volume_id: str, pc: Mapping[str, str], staging_path: str, cap: Capability,
-              vc: Mapping[str, str]) -> StagingRecord:
-        """What stage will set up, with every input checked (nothing is touched yet)."""
-        for key in ("nvme.subnqn", "nvme.nsUUID", "nvme.portals"):
-            if not pc.get(key):
-                raise InvalidArgument(f"publish_context is missing {key}: was the volume ControllerPublished?")
-        inputs.nqn(pc["nvme.subnqn"], "publish_context nvme.subnqn")
-        inputs.ns_uuid(pc["nvme.nsUUID"], "publish_context nvme.nsUUID")
-        fabrics.parse_portals(pc["nvme.portals"])
-        inputs.tunables(vc)
-        flags = inputs.mount_flags(cap.mount_flags) if cap.access_type == "mount" else ()
-        if cap.access_type == "mount" and cap.fs not in filesystems.MKFS:
-            raise InvalidArgument(f"volume_capability: fs_type {cap.fs!r} is not supported")
-        return StagingRecord(
-            volume_id=volume_id, staging_path=staging_path, subnqn=pc["nvme.subnqn"],
-            ns_uuid=pc["nvme.nsUUID"], portals=pc["nvme.portals"], access_type=cap.access_type,
-            fs_type=cap.fs if cap.access_type == "mount" else "", mount_flags=flags,
-            read_only=cap.read_only or pc.get("readonly") == "true", context=dict(vc),
-            qos=QoS.from_params(pc).as_params())
-
-    def _spec(self, plan: StagingRecord) -> fabrics.ConnectSpec:
-        tunable = inputs.tunables(plan.context)
-        return fabrics.ConnectSpec(
-            subnqn=plan.subnqn, portals=fabrics.parse_portals(plan.portals),
-            host_nqn=self.identity.host_nqn, host_id=self.identity.host_id,
-            ctrl_loss_tmo=tunable.get("nvme.ctrlLossTmo", 60),
-            reconnect_delay=tunable.get("nvme.reconnectDelay", 2),
-            keep_alive_tmo=tunable.get("nvme.keepAliveTmo", 5),
-            nr_io_queues=min(tunable.get("nvme.nrIoQueues", 4), os.cpu_count() or 4),
-            host_iface=self.config.host_iface, host_traddr=self.config.host_traddr)
-
-    def _bring_up(self, plan: StagingRecord) -> str:
+    def _bring_up(self, plan: StagingRecord, staged_seq: int = 0) -> str:
         """Connect, find the namespace, make it read-only if the use is, mount it at the
-        staging path (a mount left on a dead device is replaced). Rolls back its connect."""
-        spec = self._spec(plan)
+        staging path (a mount left on a dead device is replaced: `staged_seq` is the
+        diskseq the staging mount was made on). Rolls back its connect."""
+        spec = plans.connect_spec(plan, self.identity, self.config.host_iface, self.config.host_traddr)
         already = bool(fabrics.controllers(spec.subnqn, spec.host_nqn))
         device = self._attach(spec, plan.ns_uuid)
         faults.step("stage:connected")
@@ -220,7 +191,7 @@ class NodeService:
             if plan.read_only:
                 ro.set_device_read_only(device)
             if plan.access_type == "mount":
-                self._mount_staging(plan, device)
+                self._mount_staging(plan, device, staged_seq)
             else:
                 Path(plan.staging_path).mkdir(parents=True, exist_ok=True)
         except Exception:
@@ -235,12 +206,14 @@ class NodeService:
             fabrics.connect(spec)
             return watch.wait(ns_uuid, self.config.device_timeout)
 
-    def _mount_staging(self, plan: StagingRecord, device: str) -> None:
+    def _mount_staging(self, plan: StagingRecord, device: str, staged_seq: int = 0) -> None:
         staging_path = plan.staging_path
         Path(staging_path).mkdir(parents=True, exist_ok=True)
         mounted = mounts.at(staging_path)
-        if mounted is not None and mounted.majmin != devices.majmin(device):
-            if devices.exists(mounted.majmin):
+        # the same MAJ:MIN may be a new disk (the old one was removed): diskseq tells them apart
+        replaced = bool(staged_seq) and staged_seq != devices.diskseq(device)
+        if mounted is not None and (mounted.majmin != devices.majmin(device) or replaced):
+            if devices.exists(mounted.majmin) and not replaced:
                 raise FailedPrecondition(f"{staging_path} is already mounted from another device")
             log.warning("staging mount is on a device that is gone: mounting the volume again",
                         volume_id=plan.volume_id, staging_path=staging_path, old=mounted.majmin)
@@ -269,7 +242,8 @@ class NodeService:
         if mounted is None:
             return True
         device = devices.find_by_uuid(record.ns_uuid)
-        return device is None or devices.majmin(device) != mounted.majmin
+        return (device is None or devices.majmin(device) != mounted.majmin
+                or bool(record.diskseq) and devices.diskseq(device) != record.diskseq)
 
     # --------------------------------------------------------------- unstage
     def unstage(self, volume_id: str, staging_path: str) -> None:
@@ -321,7 +295,9 @@ class NodeService:
             self.limits.check(record, pod_uid)  # before any change: no pod cgroup, no publish
             if self._stale(record):
                 log.warning("staged filesystem is dead: staging again", volume_id=volume_id)
-                self._bring_up(record)
+                device = self._bring_up(record, record.diskseq)
+                record = replace(record, diskseq=devices.diskseq(device))
+                self.store.save(record)
                 self.limits.sync(record)
             mounted_here = self._publish_mount(record, target_path, read_only)
             published = record.with_publication(target_path, pod_uid)
@@ -345,43 +321,16 @@ class NodeService:
         already there with other flags or another source is replaced, never accepted."""
         existing = mounts.at(target_path)
         if existing is not None:
-            if self._publication_ok(record, target_path, existing, read_only):
+            if publishing.matches(record, target_path, existing, read_only):
                 return False
             log.warning("target mount has the wrong flags or source: making it again",
                         volume_id=record.volume_id, target_path=target_path)
             self._unmount_target(record.volume_id, target_path)
-        source = self._publish_source(record, target_path, read_only)
+        source = publishing.source(record, target_path, read_only)
         faults.step("publish:prepared")
         mounts.bind(source, target_path, read_only)
         faults.step("publish:mounted")
         return True
-
-    def _publication_ok(self, record: StagingRecord, target_path: str, existing: mounts.MountEntry,
-                        read_only: bool) -> bool:
-        if existing.read_only != read_only:
-            return False
-        if record.access_type == "mount":
-            staged = mounts.at(record.staging_path)
-            return staged is not None and staged.majmin == existing.majmin
-        want = (ro.layer_device(ro.layer_name(record.volume_id, target_path)) if read_only
-                else devices.find_by_uuid(record.ns_uuid))
-        return want is not None and _rdev(target_path) == devices.majmin(want)
-
-    def _publish_source(self, record: StagingRecord, target_path: str, read_only: bool) -> str:
-        target = Path(target_path)
-        if record.access_type == "mount":
-            if mounts.at(record.staging_path) is None:
-                raise FailedPrecondition(f"{record.staging_path} is not mounted: stage the volume again")
-            target.mkdir(parents=True, exist_ok=True)
-            return record.staging_path
-        device = devices.find_by_uuid(record.ns_uuid)
-        if device is None:
-            raise Unavailable(f"namespace {record.ns_uuid} of {record.volume_id} is not attached")
-        if read_only:  # a read-only bind of a device node does not stop O_RDWR: a read-only disk does
-            device = ro.make_layer(ro.layer_name(record.volume_id, target_path), device)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch(exist_ok=True)
-        return f"/dev/{device}"
 
     def unpublish(self, volume_id: str, target_path: str) -> None:
         _require(volume_id, "volume_id")
@@ -461,14 +410,6 @@ def _derived_nqn(volume_id: str) -> str:
         return naming.subsystem_nqn(ids.split_volume(volume_id)[1])
     except NotFound:
         return ""
-
-
-def _rdev(path: str) -> str:
-    try:
-        rdev = os.stat(path).st_rdev
-    except OSError:
-        return ""
-    return f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
 def _flush(device: str) -> None:

@@ -32,6 +32,7 @@ class StagingRecord:
     pods: dict = field(default_factory=dict)        # target path -> pod UID (podInfoOnMount)
     qos: dict = field(default_factory=dict)         # the limits to enforce (qos.* params form)
     mount_flags: tuple[str, ...] = ()               # the capability's (checked) mount flags
+    diskseq: int = 0                                # the staged disk's diskseq (0: unknown)
 
     def with_publication(self, target: str, pod_uid: str = "") -> StagingRecord:
         pods = {**self.pods, target: pod_uid} if pod_uid else {k: v for k, v in self.pods.items() if k != target}

@@ -13,7 +13,7 @@ import pytest
 
 from csi_driver import ids
 from csi_driver.capabilities import Capability
-from csi_driver.node import fabrics, health, inputs, mounts, supervise
+from csi_driver.node import fabrics, health, inputs, mounts, plans, supervise
 from csi_driver.node import readonly as ro
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.service import NodeConfig, NodeService
@@ -79,8 +79,8 @@ def test_tunables_are_range_checked_on_the_node(node, tmp_path, tunables, field)
 def test_reconnect_forever_is_accepted_and_reaches_the_option_string(node):
     assert inputs.tunables({"nvme.ctrlLossTmo": "-1", "nvme.reconnectDelay": "5"}) == {
         "nvme.ctrlLossTmo": -1, "nvme.reconnectDelay": 5}
-    plan = node._plan(VOL, GOOD, "/x/staging", MOUNT, {"nvme.ctrlLossTmo": "-1"})
-    spec = node._spec(plan)
+    plan = plans.plan(VOL, GOOD, "/x/staging", MOUNT, {"nvme.ctrlLossTmo": "-1"})
+    spec = plans.connect_spec(plan, IDENTITY)
     assert "ctrl_loss_tmo=-1" in spec.options(spec.portals[0]).split(",")
 
 
@@ -107,7 +107,7 @@ def test_a_read_only_use_of_a_blank_volume_is_refused_naming_it(node, tmp_path, 
     monkeypatch.setattr(filesystems, "probe", lambda dev: {})
     monkeypatch.setattr(filesystems, "ensure", lambda *a: pytest.fail("a read-only use must not format"))
     monkeypatch.setattr(mounts, "mount", lambda *a: pytest.fail("nothing may be mounted"))
-    plan = node._plan(VOL, {**GOOD, "readonly": "true"}, str(tmp_path / "staging"), MOUNT, {})
+    plan = plans.plan(VOL, {**GOOD, "readonly": "true"}, str(tmp_path / "staging"), MOUNT, {})
     assert plan.read_only
     with pytest.raises(FailedPrecondition, match=VOL):
         node._mount_staging(plan, "nvme9n1")

@@ -162,8 +162,9 @@ def test_the_targets_view_of_a_volume_reaches_the_volume_stats(tmp_path, monkeyp
     staging.mkdir()
     node.store.save(StagingRecord(volume_id=volume_id, staging_path=str(staging), subnqn="nqn.x:y", ns_uuid=HID,
                                   portals="10.0.0.5:4420", access_type="mount", fs_type="ext4"))
-    node.store.save(StagingRecord(volume_id="other/v-" + "0" * 32, staging_path=str(tmp_path / "s2"),
-                                  subnqn="nqn.x:z", ns_uuid=HID, portals="10.0.0.5:4420", access_type="block"))
+    for i, foreign in enumerate(("other/v-" + "0" * 32, "not-ours", "t1/not-a-volume")):  # never kill the watch
+        node.store.save(StagingRecord(volume_id=foreign, staging_path=str(tmp_path / f"s{i}"),
+                                      subnqn="nqn.x:z", ns_uuid=HID, portals="10.0.0.5:4420", access_type="block"))
     monkeypatch.setattr(health, "_connection", lambda record, host: "")
     monkeypatch.setattr(health, "_staging", lambda record: "")
     monkeypatch.setattr(health, "_filesystem", lambda record, path: "")

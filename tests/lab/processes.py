@@ -22,11 +22,11 @@ class _Process:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 120) -> None:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
         try:
-            wait_for(self._ready, 120, f"the {self.name} to serve", interval=0.2)
+            wait_for(self._ready, timeout, f"the {self.name} to serve", interval=0.2)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; log: {self.log.read_text()[-3000:]}") from None
 

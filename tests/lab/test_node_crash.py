@@ -39,15 +39,15 @@ def crashing(thin_pool, tmp_path_factory):
     controller = ControllerProcess(work / "controller", [agent])
     controller.start()
     fault_file = work / "fault"
-    os.environ[faults.ENV] = str(fault_file)
+    os.environ[faults.ENV] = str(fault_file)  # for every start of the node plugin in this module
+    node = NodeProcess(work / "node", zone="z1")
     try:
-        node = NodeProcess(work / "node", zone="z1")
         node.start()
+        ctl_channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
+        yield Csi(ctl_channel), node, fault_file, work
+        ctl_channel.close()
     finally:
         del os.environ[faults.ENV]
-    ctl_channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
-    yield Csi(ctl_channel), node, fault_file, work
-    ctl_channel.close()
     node.stop()
     controller.stop()
     agent.empty()
@@ -101,7 +101,7 @@ def test_every_call_converges_after_a_crash_at_every_step(crashing):
                     kubelet.call(name)
                 except grpc.RpcError as err:
                     assert step.startswith(name) and not fault_file.exists(), (step, name, err)
-                    node.start()  # the plugin killed itself at `step`
+                    node.start(timeout=300)  # the plugin killed itself at `step` (slow to start on a busy machine)
                     kubelet.connect()
                     if step == "publish:prepared":
                         assert mounts.at(kubelet.target) is None, "a publish that died must leave nothing"

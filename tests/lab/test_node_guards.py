@@ -80,7 +80,7 @@ class Use:
         self.targets.append(target)
         return target
 
-    def finish(self) -> None:
+    def finish(self, delete: bool = True) -> None:
         vid = self.vol.volume_id
         for target in self.targets:
             self.node.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target))
@@ -90,7 +90,8 @@ class Use:
         assert fabrics.controllers(self.ctx["nvme.subnqn"]) == []
         assert not list(Path("/sys/block").glob("dm-*/dm/name")) or not any(
             p.read_text().startswith("sluice-ro-") for p in Path("/sys/block").glob("dm-*/dm/name"))
-        self.ctl.delete(vid)
+        if delete:
+            self.ctl.delete(vid)
 
 
 def lv_path(vg: str, volume_id: str) -> str:
@@ -182,9 +183,10 @@ def test_read_only_holds_for_block_and_mount(cluster, tmp_path):
         assert mounts.at(target).read_only
     assert sh("mount", "-o", "remount,rw", use.staging, check=False).returncode != 0
     refuses_writes(f"/dev/{mounts.at(use.staging).source.rsplit('/', 1)[-1]}")
-    use.finish()
+    use.finish(delete=False)
     assert device_digest(lv_path(vg, vol.volume_id)) == before
     assert "needs_recovery" in sh("dumpe2fs", "-h", lv_path(vg, vol.volume_id)).stdout
+    ctl.delete(vol.volume_id)
 
     # Mount, RWO volume, published readonly: the pod's mount is read-only
     vol = ctl.create("pvc-ro-mount", size=SIZE, caps=[mount_cap()])

@@ -31,6 +31,7 @@ class DeviceIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._sweeping = threading.Lock()
         self._by_uuid: dict[str, str] = {}
         self._misses: dict[str, int] = {}
         self._generation = 0
@@ -46,11 +47,14 @@ class DeviceIndex:
                 return None
         if device is not None and _uuid_of(device) == ns_uuid and (SYS_BLOCK / device / "dev").exists():
             return device
-        found = _sweep()
-        with self._lock:
-            self._by_uuid = found
-            if ns_uuid not in found:
-                self._misses[ns_uuid] = generation
+        with self._sweeping:  # one sweep at a time: an older sweep never overwrites a newer one
+            found = _sweep()
+            with self._lock:
+                self._by_uuid = found
+                for seen in found:
+                    self._misses.pop(seen, None)
+                if ns_uuid not in found:
+                    self._misses[ns_uuid] = generation
         return found.get(ns_uuid)
 
     def changed(self, *_args) -> None:

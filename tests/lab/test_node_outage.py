@@ -26,7 +26,7 @@ import pytest
 from csi_driver.node import devices, fabrics, mounts
 from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, block_cap, mount_cap
-from tests.lab.attach import Attached, assert_nothing_left, paths
+from tests.lab.attach import Attached, agent_vg, assert_nothing_left, paths
 from tests.lab.kernel import sh, wait_for, wipe_configfs
 from tests.lab.pods import make_pod
 from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
@@ -122,19 +122,23 @@ def test_reconnect_forever_heals_the_same_outage_and_fio_resumes(cluster):
         with Attached(ctl, node, vol, CAP, pod_uid=pod.uid) as attached:
             sha = fsynced(Path(attached.target) / "before", 4 * MiB)
             device = devices.find_by_uuid(attached.publish_context["nvme.nsUUID"])
-            seq, stat = devices.diskseq(device), Path(f"/sys/block/{device}/stat")
+            # writes reaching the target: the LV's own counters (the multipath head keeps none)
+            seq, stat = devices.diskseq(device), lv_stat(agent, vol.volume_id)
+            before_fio = written(stat)
             # runs until stopped: however long the outage and the agent's restart take here
             fio = pod.popen("fio", "--output-format=json", "--name=resume", f"--filename={attached.target}/f",
                             "--size=16M", "--rw=randwrite", "--bs=4k", "--direct=1", "--time_based",
                             "--runtime=900")
-            wait_for(lambda: written(stat) > 0, 60, "fio to write")
-            outage(agent, 3 * LOSS, lambda: wait_for(lambda: attached.stats().volume_condition.abnormal, 60,
-                                                     "the volume to read abnormal"))
-            wait_for(lambda: not attached.stats().volume_condition.abnormal, 120, "the initiator to reconnect")
-            healed = written(stat)
-            wait_for(lambda: written(stat) > healed, 60, "fio to write again after the outage")
-            fio.send_signal(signal.SIGINT)  # fio stops, reports, exits 128 ("terminating on signal")
-            out, err = fio.communicate(timeout=300)
+            try:
+                wait_for(lambda: written(stat) > before_fio, 120, "fio to write")
+                outage(agent, 3 * LOSS, lambda: wait_for(lambda: attached.stats().volume_condition.abnormal, 60,
+                                                         "the volume to read abnormal"))
+                wait_for(lambda: not attached.stats().volume_condition.abnormal, 120, "the initiator to reconnect")
+                healed = written(stat)
+                wait_for(lambda: written(stat) > healed, 120, "fio to write again after the outage")
+            finally:
+                fio.send_signal(signal.SIGINT)  # fio stops, reports, exits 128 ("terminating on signal")
+                out, err = fio.communicate(timeout=300)
             assert fio.returncode in (0, 128), err
             job = json.loads(out[out.index("{"):])["jobs"][0]
             assert job["error"] == 0 and job["write"]["io_bytes"] > 0, job
@@ -147,6 +151,12 @@ def test_reconnect_forever_heals_the_same_outage_and_fio_resumes(cluster):
     ctl.delete(vol.volume_id)
 
 
+def lv_stat(agent: AgentProcess, volume_id: str) -> Path:
+    """/sys/block/dm-N/stat of the LV behind a volume (on the target's side)."""
+    lv = Path(f"/dev/{agent_vg(agent)}/{volume_id.split('/', 1)[1]}").resolve()
+    return Path(f"/sys/block/{lv.name}/stat")
+
+
 def written(stat: Path) -> int:
     """Sectors written to a block device so far (/sys/block/X/stat field 7)."""
     return int(stat.read_text().split()[6])
@@ -155,7 +165,7 @@ def written(stat: Path) -> int:
 def test_twenty_volumes_in_parallel_then_nothing_left(cluster):
     agent, ctl, node = cluster
     caps = [CAP if i % 2 else block_cap() for i in range(20)]
-    vols = [ctl.create(f"pvc-par-{i}", size=64 * MiB, caps=[cap]) for i, cap in enumerate(caps)]
+    vols = [ctl.create_retrying(f"pvc-par-{i}", size=64 * MiB, caps=[cap]) for i, cap in enumerate(caps)]
     uses = [Attached(ctl, node, vol, cap) for vol, cap in zip(vols, caps, strict=True)]
     with ThreadPoolExecutor(max_workers=20) as pool:
         list(pool.map(lambda use: use.__enter__(), uses))

@@ -35,14 +35,14 @@ def crashing(thin_pool, tmp_path_factory):
     vg, pool = thin_pool
     work = tmp_path_factory.mktemp("crash")
     agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start()
+    agent.start(timeout=300)
     controller = ControllerProcess(work / "controller", [agent])
-    controller.start()
+    controller.start(timeout=300)
     fault_file = work / "fault"
     os.environ[faults.ENV] = str(fault_file)  # for every start of the node plugin in this module
     node = NodeProcess(work / "node", zone="z1")
     try:
-        node.start()
+        node.start(timeout=300)
         ctl_channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
         yield Csi(ctl_channel), node, fault_file, work
         ctl_channel.close()

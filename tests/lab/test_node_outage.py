@@ -41,11 +41,11 @@ def cluster(thin_pool, tmp_path_factory):
     vg, pool = thin_pool
     work = tmp_path_factory.mktemp("outage")
     agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start()
+    agent.start(timeout=300)
     controller = ControllerProcess(work / "controller", [agent])
-    controller.start()
+    controller.start(timeout=300)
     node = NodeProcess(work / "node", zone="z1")
-    node.start()
+    node.start(timeout=300)
     channels = [grpc.insecure_channel(f"unix:{p.endpoint}") for p in (controller, node)]
     yield agent, Csi(channels[0]), Csi(channels[1])
     for ch in channels:

@@ -75,7 +75,7 @@ def outage(agent: AgentProcess, seconds: float, during=None) -> None:
             during()
         time.sleep(max(0.0, started + seconds - time.monotonic()))  # the outage's length, not a wait
     finally:
-        agent.start()  # restores the exports before it serves
+        agent.start(timeout=300)  # restores the exports before it serves
 
 
 def test_an_outage_longer_than_ctrl_loss_tmo_is_staged_again(cluster):

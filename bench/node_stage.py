@@ -7,10 +7,15 @@ exported the same way:
   raw    — the same steps by hand: write the connect string to /dev/nvme-fabrics, poll
            sysfs for the namespace, mkfs.ext4, mount.
 Rounds alternate the two so drift hits both. Prints the medians and plugin/raw.
+
+Then the plugin's idle footprint: 50 volumes staged (Block) and published to 50 pods with
+limits (io.max lines to keep), and the plugin's RSS and CPU% over 60 s of idle (goal:
+<= 80 MB, <= 2% of a core). BENCH_IDLE_VOLUMES / BENCH_IDLE_SECONDS change the numbers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -30,6 +35,8 @@ from tests.lab.kernel import (  # noqa: E402
 from tests.lab.processes import AgentProcess, NodeProcess  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
+IDLE_VOLUMES = int(os.environ.get("BENCH_IDLE_VOLUMES", "50"))
+IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
 MiB = 1 << 20
 
 
@@ -47,8 +54,8 @@ def setup() -> tuple[AgentProcess, NodeProcess]:
     return agent, node
 
 
-def exported(client: AgentClient, name: str, host_nqn: str):
-    vol = client.create_volume(name, 256 * MiB)
+def exported(client: AgentClient, name: str, host_nqn: str, size: int = 256 * MiB):
+    vol = client.create_volume(name, size)
     return vol, client.export_volume(vol.id, [host_nqn])
 
 
@@ -73,6 +80,50 @@ def raw_stage(export, host_nqn: str, path: str) -> float:
     os.makedirs(path, exist_ok=True)
     sh("mount", "-t", "ext4", f"/dev/{disk}", path)
     return time.perf_counter() - t0
+
+
+def idle_footprint(agent: AgentProcess, node: NodeProcess, stub, host_nqn: str) -> tuple[float, float]:
+    """(RSS MB, CPU % of one core) of the node plugin over IDLE_SECONDS with IDLE_VOLUMES
+    staged and published to pods with limits; then tears them down."""
+    from tests.conformance.client import block_cap
+    from tests.lab.pods import make_pod
+
+    cap, used = block_cap(), []
+    for i in range(IDLE_VOLUMES):
+        vol, export = exported(agent.client, f"bench-idle-{i}", host_nqn, 64 * MiB)
+        portal, pod = export.portals[0], make_pod()
+        ctx = {"nvme.portals": f"{portal.traddr}:{portal.trsvcid}", "nvme.subnqn": export.subsystem_nqn,
+               "nvme.nsUUID": export.namespace_uuid, "readonly": "false", "qos.readIOPS": "1000"}
+        vid, staging, target = f"local/{vol.id}", f"/tmp/bench-node/idle-{i}", f"/tmp/bench-node/idle-{i}-pod"
+        stub.NodeStageVolume(pb.NodeStageVolumeRequest(volume_id=vid, publish_context=ctx, staging_target_path=staging,
+                                                       volume_capability=cap), timeout=300)
+        stub.NodePublishVolume(pb.NodePublishVolumeRequest(
+            volume_id=vid, publish_context=ctx, staging_target_path=staging, target_path=target,
+            volume_capability=cap, volume_context={"csi.storage.k8s.io/pod.uid": pod.uid}), timeout=300)
+        used.append((vid, staging, target, pod))
+    time.sleep(5)  # let the publish burst settle
+    pid, tick = node.proc.pid, os.sysconf("SC_CLK_TCK")
+    cpu0, t0 = _cpu_seconds(pid, tick), time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    cpu = (_cpu_seconds(pid, tick) - cpu0) / (time.monotonic() - t0) * 100
+    rss = _rss_mb(pid)
+    for vid, staging, target, pod in used:
+        stub.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target), timeout=300)
+        stub.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=staging), timeout=300)
+        pod.remove()
+    return rss, cpu
+
+
+def _cpu_seconds(pid: int, tick: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> int:
@@ -100,11 +151,18 @@ def main() -> int:
             sh("udevadm", "settle")
             for ctrl in controllers_for(exp.subsystem_nqn):
                 delete_controller(ctrl)
+    report("NodeStageVolume (ext4, 256 MiB)", ("gRPC NodeStageVolume", plugin_t),
+           ("fabrics write, wait, mkfs, mount", raw_t), goal=1.15, name="node-stage")
+    rss, cpu = idle_footprint(agent, node, stub, plugin_nqn)
+    print(f"Node plugin idle with {IDLE_VOLUMES} staged+published volumes over {IDLE_SECONDS:.0f} s:")
+    print(f"  RSS {rss:.1f} MB (goal <= 80)   CPU {cpu:.2f}% of a core (goal <= 2)")
+    out = os.environ.get("LAB_OUT")
+    if out:
+        Path(out, "bench-node-idle.json").write_text(json.dumps(
+            {"volumes": IDLE_VOLUMES, "seconds": IDLE_SECONDS, "rss_mb": round(rss, 1), "cpu_percent": round(cpu, 2)}))
     channel.close()
     node.stop()
     agent.stop()
-    report("NodeStageVolume (ext4, 256 MiB)", ("gRPC NodeStageVolume", plugin_t),
-           ("fabrics write, wait, mkfs, mount", raw_t), goal=1.15, name="node-stage")
     return 0
 
 

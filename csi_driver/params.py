@@ -2,7 +2,8 @@
 
     qos.readIOPS, qos.writeIOPS     positive integers
     qos.readBPS, qos.writeBPS       bytes per second: an integer or a quantity (500Mi, 2G)
-    nvme.ctrlLossTmo                seconds the initiator keeps reconnecting   (1..3600)
+    nvme.ctrlLossTmo                seconds the initiator keeps reconnecting   (1..3600, or -1:
+                                    forever, the safe choice for checkpoints)
     nvme.reconnectDelay             seconds between reconnect attempts       (1..300)
     nvme.keepAliveTmo               keep-alive timeout, seconds              (1..300)
     nvme.nrIoQueues                 I/O queues per controller                (1..128)
@@ -17,6 +18,7 @@ creation (mutable_parameters) and later (ControllerModifyVolume).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 
@@ -36,6 +38,7 @@ NVME_RANGES = {
     "nvme.keepAliveTmo": (1, 300),
     "nvme.nrIoQueues": (1, 128),
 }
+NVME_FOREVER = {"nvme.ctrlLossTmo": -1}  # the kernel's "reconnect forever"
 POOL = "pool"
 
 
@@ -71,7 +74,7 @@ def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> Volu
         else:
             raise InvalidArgument(f"{field_name}: unknown key {key!r}")
     delay, loss = nvme.get("nvme.reconnectDelay"), nvme.get("nvme.ctrlLossTmo")
-    if delay is not None and loss is not None and delay > loss:
+    if delay is not None and loss is not None and loss != -1 and delay > loss:
         raise InvalidArgument(f"{field_name}: nvme.reconnectDelay ({delay}) exceeds nvme.ctrlLossTmo ({loss})")
     return VolumeParams(qos=QoS(**qos), nvme=nvme, pool=pool)
 
@@ -102,7 +105,10 @@ def _qos_value(key: str, value: str, field_name: str) -> int:
 
 
 def _ranged(key: str, value: str, field_name: str) -> int:
+    """An integer within NVME_RANGES[key] (or the key's NVME_FOREVER value)."""
     low, high = NVME_RANGES[key]
-    if not value.lstrip("-").isdigit() or not low <= int(value) <= high:
-        raise InvalidArgument(f"{field_name}: {key} must be an integer from {low} to {high}, not {value!r}")
-    return int(value)
+    number = int(value) if re.fullmatch(r"-?[0-9]{1,9}", value) else None
+    if number is not None and (low <= number <= high or number == NVME_FOREVER.get(key)):
+        return number
+    forever = f" (or {NVME_FOREVER[key]}: forever)" if key in NVME_FOREVER else ""
+    raise InvalidArgument(f"{field_name}: {key} must be an integer from {low} to {high}{forever}, not {value!r}")

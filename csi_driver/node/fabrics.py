@@ -14,6 +14,7 @@ from pathlib import Path
 
 import structlog
 
+from csi_driver.node import inputs
 from sluice_common.errors import FailedPrecondition, InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,8 @@ class ConnectSpec:
     host_traddr: str = ""
 
     def options(self, portal: Portal) -> str:
+        """The option string; every field is checked (see inputs) before it is joined."""
+        self.check()
         opts = [
             "transport=tcp", f"traddr={portal.traddr}", f"trsvcid={portal.trsvcid}", f"nqn={self.subnqn}",
             f"hostnqn={self.host_nqn}", f"hostid={self.host_id}", f"ctrl_loss_tmo={self.ctrl_loss_tmo}",
@@ -53,17 +56,34 @@ class ConnectSpec:
             opts.append(f"host_traddr={self.host_traddr}")
         return ",".join(opts)
 
+    def check(self) -> None:
+        inputs.nqn(self.subnqn, "publish_context nvme.subnqn")
+        inputs.nqn(self.host_nqn, "host NQN")
+        inputs.ns_uuid(self.host_id.lower(), "host id")
+        for portal in self.portals:
+            inputs.address(portal.traddr, "publish_context nvme.portals")
+            inputs.port(portal.trsvcid, "publish_context nvme.portals")
+        inputs.iface(self.host_iface, "host_iface")
+        if self.host_traddr:
+            inputs.address(self.host_traddr, "host_traddr")
+        for name in ("ctrl_loss_tmo", "reconnect_delay", "keep_alive_tmo", "nr_io_queues"):
+            if not isinstance(getattr(self, name), int):
+                raise InvalidArgument(f"{name} must be an integer")
+
 
 def parse_portals(value: str) -> tuple[Portal, ...]:
-    """`10.0.0.5:4420,[fd00::5]:4420` (the publish context's nvme.portals)."""
+    """`10.0.0.5:4420,[fd00::5]:4420` (the publish context's nvme.portals): IP addresses
+    and ports only, so nothing else reaches the fabrics option string."""
+    field = "publish_context nvme.portals"
     portals = []
     for item in filter(None, (v.strip() for v in value.split(","))):
         host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise InvalidArgument(f"publish_context nvme.portals: bad portal {item!r}")
-        portals.append(Portal(host.strip("[]"), port))
+        if not sep or not host:
+            raise InvalidArgument(f"{field}: bad portal {item!r} (address:port)")
+        bracketed = host.startswith("[") and host.endswith("]")
+        portals.append(Portal(inputs.address(host[1:-1] if bracketed else host, field), inputs.port(port, field)))
     if not portals:
-        raise InvalidArgument("publish_context nvme.portals is empty")
+        raise InvalidArgument(f"{field} is empty")
     return tuple(portals)
 
 

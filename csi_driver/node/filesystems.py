@@ -39,3 +39,13 @@ def grow(device: str, fs: str, mountpoint: str) -> None:
         runner.run(["xfs_growfs", mountpoint], timeout=600)
     else:
         runner.run(["resize2fs", device], timeout=600)
+
+
+# a read-only mount must not write the device: no journal replay (a dirty journal stays
+# as it is; the data read is what was last checkpointed)
+NO_REPLAY = {"ext4": "noload", "xfs": "norecovery"}
+
+
+def mount_options(fs: str, flags: tuple[str, ...], read_only: bool) -> tuple[str, ...]:
+    """The -o options for a staging mount, final in one mount(2): the driver's go last."""
+    return (*flags, "ro", NO_REPLAY[fs]) if read_only else tuple(flags)

@@ -27,11 +27,14 @@ RETRY_SECONDS = 2.0
 
 class LimitsWatch:
     def __init__(self, targets: Targets, volumes: Callable[[], list[str]],
-                 on_limits: Callable[[str, QoS], None]) -> None:
-        """`volumes()`: the CSI volume ids to watch; `on_limits(volume_id, limits)`."""
+                 on_limits: Callable[[str, QoS], None],
+                 on_condition: Callable[[str, str], None] | None = None) -> None:
+        """`volumes()`: the CSI volume ids to watch; `on_limits(volume_id, limits)`;
+        `on_condition(volume_id, condition)`: the target's Volume.condition ("" healthy)."""
         self.targets = targets
         self.volumes = volumes
         self.on_limits = on_limits
+        self.on_condition = on_condition
         self._lock = threading.Lock()
         self._generation = 0
         self._stops: dict[str, threading.Event] = {}
@@ -58,25 +61,40 @@ class LimitsWatch:
 
     def _run(self, target: Target) -> None:
         while not self._closed.is_set():
-            with self._lock:
-                generation = self._generation
-                stop = self._stops[target.id] = threading.Event()
-            wanted = [vol_id for vid in self.volumes()
-                      for tid, vol_id in [ids.split_volume(vid)] if tid == target.id]
-            with self._lock:
-                if generation != self._generation:
-                    continue
-            if not wanted:
-                stop.wait()
-                continue
             try:
-                for vol in target.backend.watch_volumes(wanted, stop):
-                    self.on_limits(ids.join(target.id, vol.id), vol.limits)
-                if not stop.is_set():  # the agent ended the stream: reopen, gently
-                    self._closed.wait(RETRY_SECONDS)
-            except SluiceError as exc:
-                log.warning("limits watch interrupted", target=target.id, error=str(exc))
-                self._closed.wait(RETRY_SECONDS)
+                self._stream(target)
             except Exception:  # noqa: BLE001 - the watch must outlive any one bad message
                 log.exception("limits watch failed", target=target.id)
                 self._closed.wait(RETRY_SECONDS)
+
+    def _stream(self, target: Target) -> None:
+        with self._lock:
+            generation = self._generation
+            stop = self._stops[target.id] = threading.Event()
+        wanted = [vol_id for vid in self.volumes() if (vol_id := _backend_id(vid, target.id))]
+        with self._lock:
+            if generation != self._generation:
+                return
+        if not wanted:
+            stop.wait()
+            return
+        try:
+            for vol in target.backend.watch_volumes(wanted, stop):
+                volume_id = ids.join(target.id, vol.id)
+                self.on_limits(volume_id, vol.limits)
+                if self.on_condition is not None:
+                    self.on_condition(volume_id, vol.condition)
+            if not stop.is_set():  # the agent ended the stream: reopen, gently
+                self._closed.wait(RETRY_SECONDS)
+        except SluiceError as exc:
+            log.warning("limits watch interrupted", target=target.id, error=str(exc))
+            self._closed.wait(RETRY_SECONDS)
+
+
+def _backend_id(volume_id: str, target_id: str) -> str:
+    """The backend id of a volume on this target; "" for another target's or a foreign id."""
+    try:
+        tid, backend_id = ids.split_volume(volume_id)
+    except SluiceError:
+        return ""
+    return backend_id if tid == target_id else ""

@@ -16,14 +16,17 @@ from pathlib import Path
 
 import structlog
 
+from csi_driver import ids
 from csi_driver.capabilities import Capability, require_supported
 from csi_driver.locks import InFlight
-from csi_driver.node import devices, fabrics, filesystems, mounts
+from csi_driver.node import devices, fabrics, faults, filesystems, health, mounts, plans, publishing, supervise
+from csi_driver.node import readonly as ro
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.limits import PodLimits
 from csi_driver.node.limits_watch import LimitsWatch
 from csi_driver.node.staging import StagingRecord, StagingStore
 from csi_driver.targets import Targets
+from nvme_target import naming
 from nvme_target.model import QoS
 from sluice_common.errors import FailedPrecondition, InvalidArgument, NotFound, SluiceError, Unavailable
 
@@ -70,7 +73,9 @@ class NodeService:
         self.store = StagingStore(config.state_dir)
         self.inflight = inflight or InFlight()
         self.limits = PodLimits(config.cgroup_root)
-        self.watch = LimitsWatch(targets, self._watched, self.limits_changed) if targets is not None else None
+        self.watch = (LimitsWatch(targets, self._watched, self.limits_changed, self.condition_changed)
+                      if targets is not None else None)
+        self._conditions: dict[str, str] = {}  # volume id -> the target's Volume.condition ("" healthy)
         self._stopped = threading.Event()
         self._locks_lock = threading.Lock()
         self._record_locks: dict[str, threading.Lock] = {}
@@ -79,19 +84,16 @@ class NodeService:
     def start(self) -> None:
         """Re-apply every published volume's limits (a restarted plugin), then keep them:
         watch the targets for changes and re-check every few seconds for reconnects."""
+        devices.INDEX.follow_udev()
         self.sync_limits()
         if self.watch is not None:
             self.watch.start()
-        threading.Thread(target=self._keep_limits, name="limits-sync", daemon=True).start()
+        supervise.forever("limits-sync", self.sync_limits, self.config.sync_interval, self._stopped)
 
     def stop(self) -> None:
         self._stopped.set()
         if self.watch is not None:
             self.watch.close()
-
-    def _keep_limits(self) -> None:
-        while not self._stopped.wait(self.config.sync_interval):
-            self.sync_limits()
 
     def sync_limits(self) -> None:
         for record in self.store.all():
@@ -106,11 +108,20 @@ class NodeService:
                     self.limits.sync(fresh)
             except SluiceError as exc:
                 log.warning("limits sync failed", volume_id=record.volume_id, error=str(exc))
+            except Exception:  # noqa: BLE001 - one volume's surprise must not stop the others
+                log.exception("limits sync failed", volume_id=record.volume_id)
             finally:
                 lock.release()
 
     def _watched(self) -> list[str]:
-        return [r.volume_id for r in self.store.all() if r.pod_uids()]
+        return [r.volume_id for r in self.store.all()]
+
+    def condition_changed(self, volume_id: str, condition: str) -> None:
+        """The target's view of a staged volume ("" healthy, else why): reported by
+        NodeGetVolumeStats as abnormal."""
+        if self._conditions.get(volume_id, "") != condition:
+            log.info("volume condition at the target", volume_id=volume_id, condition=condition or "healthy")
+        self._conditions[volume_id] = condition
 
     def limits_changed(self, volume_id: str, limits: QoS) -> None:
         """The target reports new limits for a volume: record them and apply them to
@@ -151,66 +162,93 @@ class NodeService:
         if cap is None:
             raise InvalidArgument("volume_capability is required")
         require_supported([cap], "volume_capability")
-        spec, ns_uuid = self._connect_spec(publish_context, volume_context)
+        plan = plans.plan(volume_id, publish_context, staging_path, cap, volume_context)
         with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
-            already = bool(fabrics.controllers(spec.subnqn, spec.host_nqn))
-            device = self._attach(spec, ns_uuid)
-            try:
-                if cap.access_type == "mount":
-                    self._mount_staging(device, staging_path, cap)
-                else:
-                    Path(staging_path).mkdir(parents=True, exist_ok=True)
-                before = self.store.load(staging_path)
-                record = StagingRecord(
-                    volume_id=volume_id, staging_path=staging_path, subnqn=spec.subnqn, ns_uuid=ns_uuid,
-                    portals=publish_context["nvme.portals"], access_type=cap.access_type,
-                    fs_type=cap.fs if cap.access_type == "mount" else "", read_only=cap.read_only,
-                    context=dict(volume_context),
-                    publications=before.publications if before else (),
-                    pods=before.pods if before else {},
-                    # limits the target sent since win over the (older) publish context
-                    qos=before.qos if before else QoS.from_params(publish_context).as_params())
-                self.store.save(record)
-            except Exception:
-                if not already:
-                    fabrics.disconnect(spec.subnqn, spec.host_nqn)
-                raise
+            before = self.store.load(staging_path)
+            device = self._bring_up(plan, before.diskseq if before else 0)
+            record = replace(plan, diskseq=devices.diskseq(device),
+                             publications=before.publications if before else (),
+                             pods=before.pods if before else {},
+                             # limits the target sent since win over the (older) publish context
+                             qos=before.qos if before else plan.qos)
+            self.store.save(record)
+            faults.step("stage:recorded")
             self.limits.sync(record)  # staged again after a reconnect: the device is new
-        log.info("staged", volume_id=volume_id, device=device, access_type=cap.access_type)
+        if self.watch is not None:
+            self.watch.refresh()
+        log.info("staged", volume_id=volume_id, device=device, access_type=cap.access_type,
+                 read_only=plan.read_only)
 
-    def _connect_spec(self, pc: Mapping[str, str], vc: Mapping[str, str]) -> tuple[fabrics.ConnectSpec, str]:
-        for key in ("nvme.subnqn", "nvme.nsUUID", "nvme.portals"):
-            if not pc.get(key):
-                raise InvalidArgument(f"publish_context is missing {key}: was the volume ControllerPublished?")
-        tunable = {k: int(v) for k, v in vc.items() if k.startswith("nvme.") and v.isdigit()}
-        spec = fabrics.ConnectSpec(
-            subnqn=pc["nvme.subnqn"], portals=fabrics.parse_portals(pc["nvme.portals"]),
-            host_nqn=self.identity.host_nqn, host_id=self.identity.host_id,
-            ctrl_loss_tmo=tunable.get("nvme.ctrlLossTmo", 60),
-            reconnect_delay=tunable.get("nvme.reconnectDelay", 2),
-            keep_alive_tmo=tunable.get("nvme.keepAliveTmo", 5),
-            nr_io_queues=min(tunable.get("nvme.nrIoQueues", 4), os.cpu_count() or 4),
-            host_iface=self.config.host_iface, host_traddr=self.config.host_traddr)
-        return spec, pc["nvme.nsUUID"]
+    def _bring_up(self, plan: StagingRecord, staged_seq: int = 0) -> str:
+        """Connect, find the namespace, make it read-only if the use is, mount it at the
+        staging path (a mount left on a dead device is replaced: `staged_seq` is the
+        diskseq the staging mount was made on). Rolls back its connect."""
+        spec = plans.connect_spec(plan, self.identity, self.config.host_iface, self.config.host_traddr)
+        already = bool(fabrics.controllers(spec.subnqn, spec.host_nqn))
+        device = self._attach(spec, plan.ns_uuid)
+        faults.step("stage:connected")
+        try:
+            if plan.read_only:
+                ro.set_device_read_only(device)
+            if plan.access_type == "mount":
+                self._mount_staging(plan, device, staged_seq)
+            else:
+                Path(plan.staging_path).mkdir(parents=True, exist_ok=True)
+        except Exception:
+            if not already:
+                fabrics.disconnect(spec.subnqn, spec.host_nqn)
+            raise
+        faults.step("stage:mounted")
+        return device
 
     def _attach(self, spec: fabrics.ConnectSpec, ns_uuid: str) -> str:
         with devices.NamespaceWatch() as watch:
             fabrics.connect(spec)
             return watch.wait(ns_uuid, self.config.device_timeout)
 
-    def _mount_staging(self, device: str, staging_path: str, cap: Capability) -> None:
+    def _mount_staging(self, plan: StagingRecord, device: str, staged_seq: int = 0) -> None:
+        staging_path = plan.staging_path
         Path(staging_path).mkdir(parents=True, exist_ok=True)
         mounted = mounts.at(staging_path)
-        if mounted is not None:
-            if mounted.majmin != devices.majmin(device):
+        # the same MAJ:MIN may be a new disk (the old one was removed): diskseq tells them apart
+        replaced = bool(staged_seq) and staged_seq != devices.diskseq(device)
+        if mounted is not None and (mounted.majmin != devices.majmin(device) or replaced):
+            if devices.exists(mounted.majmin) and not replaced:
                 raise FailedPrecondition(f"{staging_path} is already mounted from another device")
+            log.warning("staging mount is on a device that is gone: mounting the volume again",
+                        volume_id=plan.volume_id, staging_path=staging_path, old=mounted.majmin)
+            mounts.umount(staging_path)
+            mounted = None
+        if mounted is not None:
+            if plan.read_only and not mounted.read_only:
+                raise FailedPrecondition(f"volume {plan.volume_id} is staged read-write at {staging_path}; "
+                                         "unstage it before a read-only use")
             return
-        filesystems.ensure(f"/dev/{device}", cap.fs)
-        flags = tuple(cap.mount_flags) + (("ro",) if cap.read_only else ())
-        mounts.mount(f"/dev/{device}", staging_path, cap.fs, flags)
+        if plan.read_only:
+            if not filesystems.probe(f"/dev/{device}"):
+                raise FailedPrecondition(f"volume {plan.volume_id} is blank: a read-only use never formats it "
+                                         "(write it once through a read-write publish first)")
+        else:
+            filesystems.ensure(f"/dev/{device}", plan.fs_type)
+        mounts.mount(f"/dev/{device}", staging_path, plan.fs_type,
+                     filesystems.mount_options(plan.fs_type, plan.mount_flags, plan.read_only))
+
+    def _stale(self, record: StagingRecord) -> bool:
+        """A mounted staging filesystem whose device is gone (the kernel dropped the
+        controller after ctrl_loss_tmo): handing it out would give a pod a dead filesystem."""
+        if record.access_type != "mount":
+            return False
+        mounted = mounts.at(record.staging_path)
+        if mounted is None:
+            return True
+        device = devices.find_by_uuid(record.ns_uuid)
+        return (device is None or devices.majmin(device) != mounted.majmin
+                or bool(record.diskseq) and devices.diskseq(device) != record.diskseq)
 
     # --------------------------------------------------------------- unstage
     def unstage(self, volume_id: str, staging_path: str) -> None:
+        """Converges from any point: without a record (a crash before it was saved) the
+        connection is found by the subsystem NQN the volume id derives."""
         _require(volume_id, "volume_id")
         _require(staging_path, "staging_target_path")
         with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
@@ -218,13 +256,22 @@ class NodeService:
             if mounts.at(staging_path) is not None:
                 os.sync()
                 mounts.umount(staging_path)
+            faults.step("unstage:unmounted")
+            for name in ro.layers_of(volume_id):
+                ro.remove_layer(name)
+            subnqn = record.subnqn if record is not None else _derived_nqn(volume_id)
+            if record is not None and (device := devices.find_by_uuid(record.ns_uuid)) is not None:
+                _flush(device)
+            if subnqn:
+                fabrics.disconnect(subnqn, self.identity.host_nqn)
+            faults.step("unstage:disconnected")
             if record is not None:
-                device = devices.find_by_uuid(record.ns_uuid)
-                if device is not None:
-                    _flush(device)
-                fabrics.disconnect(record.subnqn, self.identity.host_nqn)
                 self.store.remove(record)
-        log.info("unstaged", volume_id=volume_id)
+            self.store.remove_at(staging_path, volume_id)
+            self._conditions.pop(volume_id, None)
+        if self.watch is not None:
+            self.watch.refresh()
+        log.info("unstaged", volume_id=volume_id, had_record=record is not None)
 
     # --------------------------------------------------------------- publish
     def publish(self, volume_id: str, staging_path: str, target_path: str, cap: Capability | None,
@@ -243,49 +290,53 @@ class NodeService:
             if cap.mode == "SINGLE_NODE_SINGLE_WRITER" and others:
                 raise FailedPrecondition(f"volume {volume_id} is already published at {others[0]} "
                                          "(SINGLE_NODE_SINGLE_WRITER)")
-            read_only = readonly or cap.read_only
+            read_only = readonly or cap.read_only or record.read_only
             pod_uid = (volume_context or {}).get(POD_UID_KEY, "")
             self.limits.check(record, pod_uid)  # before any change: no pod cgroup, no publish
-            mounted_here = False
-            if mounts.at(target_path) is None:
-                source = self._publish_source(record, staging_path, target_path)
-                mounts.bind(source, target_path, read_only)
-                mounted_here = True
+            if self._stale(record):
+                log.warning("staged filesystem is dead: staging again", volume_id=volume_id)
+                device = self._bring_up(record, record.diskseq)
+                record = replace(record, diskseq=devices.diskseq(device))
+                self.store.save(record)
+                self.limits.sync(record)
+            mounted_here = self._publish_mount(record, target_path, read_only)
             published = record.with_publication(target_path, pod_uid)
             self.store.save(published)
+            faults.step("publish:recorded")
             try:
                 if pod_uid and not published.limits.unlimited:
                     self.limits.apply(published, pod_uid)
             except Exception:
                 self.store.save(record)
                 if mounted_here:
-                    mounts.umount(target_path)
+                    self._unmount_target(volume_id, target_path)
                 raise
         if pod_uid and self.watch is not None:
             self.watch.refresh()
         log.info("published", volume_id=volume_id, target_path=target_path, read_only=read_only,
                  pod_uid=pod_uid, limits=published.qos)
 
-    def _publish_source(self, record: StagingRecord, staging_path: str, target_path: str) -> str:
-        target = Path(target_path)
-        if record.access_type == "mount":
-            if mounts.at(staging_path) is None:
-                raise FailedPrecondition(f"{staging_path} is not mounted: stage the volume again")
-            target.mkdir(parents=True, exist_ok=True)
-            return staging_path
-        device = devices.find_by_uuid(record.ns_uuid)
-        if device is None:
-            raise Unavailable(f"namespace {record.ns_uuid} of {record.volume_id} is not attached")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.touch(exist_ok=True)
-        return f"/dev/{device}"
+    def _publish_mount(self, record: StagingRecord, target_path: str, read_only: bool) -> bool:
+        """Make the pod's mount with its final flags in one step (see mounts.bind); a mount
+        already there with other flags or another source is replaced, never accepted."""
+        existing = mounts.at(target_path)
+        if existing is not None:
+            if publishing.matches(record, target_path, existing, read_only):
+                return False
+            log.warning("target mount has the wrong flags or source: making it again",
+                        volume_id=record.volume_id, target_path=target_path)
+            self._unmount_target(record.volume_id, target_path)
+        source = publishing.source(record, target_path, read_only)
+        faults.step("publish:prepared")
+        mounts.bind(source, target_path, read_only)
+        faults.step("publish:mounted")
+        return True
 
     def unpublish(self, volume_id: str, target_path: str) -> None:
         _require(volume_id, "volume_id")
         _require(target_path, "target_path")
         with self.inflight.guard(f"volume:{volume_id}"), self._record_lock(volume_id):
-            if mounts.at(target_path) is not None:
-                mounts.umount(target_path)
+            self._unmount_target(volume_id, target_path)
             path = Path(target_path)
             if path.is_dir():
                 path.rmdir()
@@ -302,6 +353,12 @@ class NodeService:
             self.watch.refresh()
         log.info("unpublished", volume_id=volume_id, target_path=target_path, pod_uid=pod_uid)
 
+    def _unmount_target(self, volume_id: str, target_path: str) -> None:
+        while mounts.at(target_path) is not None:  # a stacked mount from an older plugin too
+            mounts.umount(target_path)
+        faults.step("unpublish:unmounted")
+        ro.remove_layer(ro.layer_name(volume_id, target_path))
+
     # ---------------------------------------------------------- stats/expand
     def stats(self, volume_id: str, volume_path: str) -> Stats:
         _require(volume_id, "volume_id")
@@ -309,7 +366,8 @@ class NodeService:
         record = self.store.find(volume_id)
         if record is None or not os.path.exists(volume_path):
             raise NotFound(f"volume {volume_id} is not available at {volume_path} on this node")
-        abnormal, message = self._condition(record, volume_path)
+        abnormal, message = health.condition(record, volume_path, self.identity.host_nqn,
+                                             self._conditions.get(volume_id, ""))
         if record.access_type == "block":
             device = devices.find_by_uuid(record.ns_uuid)
             size = devices.size_bytes(device) if device else 0
@@ -319,18 +377,6 @@ class NodeService:
                        (st.f_blocks - st.f_bfree) * st.f_frsize, "BYTES"),
                  Usage(st.f_files, st.f_favail, st.f_files - st.f_ffree, "INODES"))
         return Stats(usage, abnormal, message)
-
-    def _condition(self, record: StagingRecord, volume_path: str) -> tuple[bool, str]:
-        ctrls = fabrics.controllers(record.subnqn, self.identity.host_nqn)
-        if not ctrls:
-            return True, f"no NVMe/TCP controller for {record.subnqn}: the connection is gone"
-        states = {c: fabrics.state(c) for c in ctrls}
-        if not any(s == "live" for s in states.values()):
-            return True, "controller " + ", ".join(f"{c} is {s}" for c, s in states.items())
-        mounted = mounts.at(volume_path)
-        if record.access_type == "mount" and mounted is not None and mounted.read_only and not record.read_only:
-            return True, "the filesystem is read-only (remounted after an error?)"
-        return False, "volume is healthy"
 
     def expand(self, volume_id: str, volume_path: str, required: int) -> int:
         _require(volume_id, "volume_id")
@@ -355,6 +401,15 @@ class NodeService:
 def _require(value: str, field: str) -> None:
     if not value:
         raise InvalidArgument(f"{field} is required")
+
+
+def _derived_nqn(volume_id: str) -> str:
+    """The subsystem NQN every backend gives this volume (naming.export); "" when the id
+    cannot be one of ours."""
+    try:
+        return naming.subsystem_nqn(ids.split_volume(volume_id)[1])
+    except NotFound:
+        return ""
 
 
 def _flush(device: str) -> None:

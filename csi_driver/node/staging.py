@@ -9,8 +9,12 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import structlog
+
 from nvme_target.model import QoS
 from sluice_common import statefile
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,11 +26,13 @@ class StagingRecord:
     portals: str
     access_type: str          # "block" or "mount"
     fs_type: str = ""
-    read_only: bool = False
+    read_only: bool = False   # a read-only use: the device is read-only, the filesystem mounted ro
     context: dict = field(default_factory=dict)     # the volume context (nvme.*, ...)
     publications: tuple[str, ...] = ()              # target paths published from this staging
     pods: dict = field(default_factory=dict)        # target path -> pod UID (podInfoOnMount)
     qos: dict = field(default_factory=dict)         # the limits to enforce (qos.* params form)
+    mount_flags: tuple[str, ...] = ()               # the capability's (checked) mount flags
+    diskseq: int = 0                                # the staged disk's diskseq (0: unknown)
 
     def with_publication(self, target: str, pod_uid: str = "") -> StagingRecord:
         pods = {**self.pods, target: pod_uid} if pod_uid else {k: v for k, v in self.pods.items() if k != target}
@@ -56,6 +62,7 @@ class StagingStore:
     def save(self, record: StagingRecord) -> None:
         data = asdict(record)
         data["publications"] = list(record.publications)
+        data["mount_flags"] = list(record.mount_flags)
         statefile.write_json(record_path(record.staging_path), data)
         statefile.write_json(self._index_file(record.volume_id), {"staging_path": record.staging_path})
 
@@ -64,6 +71,7 @@ class StagingStore:
         if data is None:
             return None
         data["publications"] = tuple(data.get("publications", ()))
+        data["mount_flags"] = tuple(data.get("mount_flags", ()))
         return StagingRecord(**data)
 
     def find(self, volume_id: str) -> StagingRecord | None:
@@ -74,13 +82,22 @@ class StagingStore:
         record_path(record.staging_path).unlink(missing_ok=True)
         self._index_file(record.volume_id).unlink(missing_ok=True)
 
+    def remove_at(self, staging_path: str, volume_id: str) -> None:
+        """Remove whatever record is at this staging path and the volume's index entry."""
+        record_path(staging_path).unlink(missing_ok=True)
+        self._index_file(volume_id).unlink(missing_ok=True)
+
     def all(self) -> list[StagingRecord]:
         if not self.index.is_dir():
             return []
         records = []
         for entry in sorted(self.index.glob("*.json")):
-            pointer = statefile.read_json(entry)
-            record = self.load(pointer["staging_path"]) if pointer else None
+            try:
+                pointer = statefile.read_json(entry)
+                record = self.load(pointer["staging_path"]) if pointer else None
+            except (ValueError, KeyError, TypeError) as exc:  # one damaged file must not hide the others
+                log.warning("unreadable staging record skipped", index=str(entry), error=str(exc))
+                continue
             if record is not None:
                 records.append(record)
         return records

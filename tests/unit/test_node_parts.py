@@ -14,15 +14,18 @@ from csi_driver.node.staging import StagingRecord, StagingStore, record_path
 from sluice_common.errors import FailedPrecondition, InvalidArgument
 
 
+HID = "0b5e7d6a-3f1c-4c2a-9a1e-6d0f2b7c8e91"
+
+
 def test_connect_options_carry_identity_and_tunables():
     spec = ConnectSpec(subnqn="nqn.2026-11.dev.sluice:vol:v-1", portals=(Portal("10.0.0.5", "4420"),),
-                       host_nqn="nqn.2014-08.org.nvmexpress:uuid:abc", host_id="abc", ctrl_loss_tmo=30,
+                       host_nqn=f"nqn.2014-08.org.nvmexpress:uuid:{HID}", host_id=HID, ctrl_loss_tmo=30,
                        reconnect_delay=3, keep_alive_tmo=7, nr_io_queues=2, host_iface="storage0",
                        host_traddr="10.0.0.9")
     opts = dict(kv.split("=", 1) for kv in spec.options(spec.portals[0]).split(","))
     assert opts == {"transport": "tcp", "traddr": "10.0.0.5", "trsvcid": "4420",
-                    "nqn": "nqn.2026-11.dev.sluice:vol:v-1", "hostnqn": "nqn.2014-08.org.nvmexpress:uuid:abc",
-                    "hostid": "abc", "ctrl_loss_tmo": "30", "reconnect_delay": "3", "keep_alive_tmo": "7",
+                    "nqn": "nqn.2026-11.dev.sluice:vol:v-1", "hostnqn": f"nqn.2014-08.org.nvmexpress:uuid:{HID}",
+                    "hostid": HID, "ctrl_loss_tmo": "30", "reconnect_delay": "3", "keep_alive_tmo": "7",
                     "nr_io_queues": "2", "host_iface": "storage0", "host_traddr": "10.0.0.9"}
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from csi_driver import access, ids, listing, params, placement
+from csi_driver import access, ids, listing, metrics, params, placement
 from csi_driver.locate import Found, locate
 from csi_driver.lookup import Asker
 from csi_driver.capabilities import Capability, require_supported, unsupported
@@ -121,6 +121,7 @@ class ControllerService:
         if target_id not in self.targets:
             log.error("delete of a volume on a target that is no longer configured: answering OK, but its "
                       "storage may be leaked there", volume_id=volume_id, target=target_id, possible_leak=True)
+            metrics.orphaned_delete(target_id)
             return
         target = self.targets.get(target_id, f"volume {volume_id}")
         with self.inflight.guard(f"volume:{volume_id}"):

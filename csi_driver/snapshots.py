@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import structlog
 
-from csi_driver import ids, paging
+from csi_driver import ids, metrics, paging
 from csi_driver.locks import InFlight
 from csi_driver.lookup import Asker
 from csi_driver.model import SnapshotInfo
@@ -66,6 +66,7 @@ class SnapshotService:
         if target_id not in self.targets:
             log.error("delete of a snapshot on a target that is no longer configured: answering OK, but its "
                       "storage may be leaked there", snapshot_id=snapshot_id, target=target_id, possible_leak=True)
+            metrics.orphaned_delete(target_id)
             return
         target = self.targets.get(target_id, f"snapshot {snapshot_id}")
         with self.inflight.guard(f"snapshot:{snapshot_id}"):

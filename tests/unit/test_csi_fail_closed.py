@@ -12,6 +12,7 @@ from dataclasses import replace
 import grpc
 import pytest
 
+from csi_driver import metrics
 from csi_driver import placement
 from csi_driver.capabilities import Capability
 from csi_driver.controller import ControllerService
@@ -175,7 +176,9 @@ def test_deletes_on_silent_and_unconfigured_targets():
     with pytest.raises(Unavailable):
         svc.delete_volume(vol.volume_id)
     assert holders(backends, "pvc-del") == [holder]
+    before = metrics.ORPHANED_DELETES.labels(target="gone")._value.get()
     svc.delete_volume("gone/" + vol.volume_id.split("/")[1])  # OK, logged as a possible leak
+    assert metrics.ORPHANED_DELETES.labels(target="gone")._value.get() == before + 1  # and counted
 
 
 def test_condition_comes_from_the_target():

@@ -9,9 +9,11 @@ import grpc
 import structlog
 
 from csi_driver.controller import ControllerService
+from csi_driver.groups import GroupSnapshotService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
 from csi_driver.servicers.controller import ControllerServicer
+from csi_driver.servicers.group_controller import GroupControllerServicer
 from csi_driver.node import hostid
 from csi_driver.node.service import NodeConfig, NodeService
 from csi_driver.servicers.identity import IdentityServicer
@@ -50,6 +52,8 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
         assert targets is not None
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(ControllerService(targets, inflight), SnapshotService(targets, inflight)), server)
+        csi_pb2_grpc.add_GroupControllerServicer_to_server(
+            GroupControllerServicer(GroupSnapshotService(targets, inflight)), server)
         checks.append(lambda: probe(targets))
     if settings.node is not None:
         node = build_node(settings.node, inflight, targets)

@@ -13,17 +13,18 @@ import threading
 from dataclasses import replace
 from datetime import datetime, UTC
 from pathlib import Path
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import structlog
 
-from nvme_target import lvtags, naming, validate
+from nvme_target import groups, lvtags, naming, validate
 from nvme_target.backend import Backend
 from nvme_target.changes import ChangeFeed
 from nvme_target.exports import ExportStore
+from nvme_target.group_snapshot import AnaFence, LvmGroups
 from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
 from nvme_target.nvmet_exports import NvmetExporter
 from sluice_common.units import round_up
@@ -49,6 +50,7 @@ class KernelBackend(Backend):
         self.full_percent = full_percent
         self._lvm_lock = threading.Lock()
         self.changes = ChangeFeed()
+        self.groups = LvmGroups(self.lvm, self.view, self._lvm_lock, AnaFence(self.nvmet))
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -206,6 +208,16 @@ class KernelBackend(Backend):
             self.view.removed(snapshot_id)
         log.info("snapshot deleted", snapshot_id=snapshot_id)
 
+    # --------------------------------------------------------- group snapshots
+    def create_group_snapshot(self, name: str, source_volume_ids: Sequence[str]) -> GroupSnapshot:
+        return groups.create(self.groups, name, source_volume_ids)  # ANA fence: group_snapshot.py
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        return groups.get(self.groups, group_id)
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        groups.delete(self.groups, group_id)
+
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
         lvs = self.view.fresh()
@@ -259,6 +271,7 @@ class KernelBackend(Backend):
             if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
                 self.lvm.activate(lv.name)
         self.exporter.restore(lambda vol_id: lvtags.to_volume(lvs.get(vol_id)) is not None)
+        self.groups.ana.lift_leftovers()  # a group snapshot's fence left by a crash
 
     def health(self) -> Health:
         problems: list[str] = []

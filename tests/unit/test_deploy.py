@@ -23,6 +23,9 @@ SLUICE_IMAGE = "ghcr.io/sluice-dev/sluice"
 # the snapshot CRD is not a built-in schema: its spec, from external-snapshotter's
 # snapshot.storage.k8s.io/v1 VolumeSnapshotClass CRD
 SNAPSHOT_CLASS_FIELDS = {"apiVersion", "kind", "metadata", "driver", "deletionPolicy", "parameters"}
+# nor is the group snapshot one: groupsnapshot.storage.k8s.io/v1beta1 VolumeGroupSnapshotClass,
+# the version csi-snapshotter v8.3.0 serves
+GROUP_SNAPSHOT_CLASS_API = "groupsnapshot.storage.k8s.io/v1beta1"
 
 
 def documents() -> list[tuple[str, dict]]:
@@ -41,6 +44,11 @@ DOCS = [d for d in documents() if d[1].get("kind") != "Kustomization"]
 def test_every_manifest_is_valid_kubernetes(where, doc):
     if doc["kind"] == "VolumeSnapshotClass":
         assert doc["apiVersion"] == "snapshot.storage.k8s.io/v1"
+        assert set(doc) <= SNAPSHOT_CLASS_FIELDS and doc["driver"] == "csi.sluice.dev"
+        assert doc["deletionPolicy"] in ("Delete", "Retain")
+        return
+    if doc["kind"] == "VolumeGroupSnapshotClass":
+        assert doc["apiVersion"] == GROUP_SNAPSHOT_CLASS_API
         assert set(doc) <= SNAPSHOT_CLASS_FIELDS and doc["driver"] == "csi.sluice.dev"
         assert doc["deletionPolicy"] in ("Delete", "Retain")
         return
@@ -98,6 +106,19 @@ def test_the_node_plugin_and_driver_object_are_what_sluice_needs():
     provisioner = next(c for c in controller["template"]["spec"]["containers"] if c["name"] == "csi-provisioner")
     assert {"--feature-gates=Topology=true", "--extra-create-metadata", "--enable-capacity",
             "--leader-election"} <= set(provisioner["args"])
+
+
+def test_the_snapshotter_takes_group_snapshots():
+    kinds = {(d["kind"], d["metadata"]["name"]): d for _, d in DOCS}
+    controller = kinds[("Deployment", "sluice-controller")]["spec"]["template"]["spec"]
+    snapshotter = next(c for c in controller["containers"] if c["name"] == "csi-snapshotter")
+    assert "--feature-gates=CSIVolumeGroupSnapshot=true" in snapshotter["args"]
+    rules = kinds[("ClusterRole", "sluice-snapshotter")]["rules"]
+    granted = {(r, v) for rule in rules if rule["apiGroups"] == ["groupsnapshot.storage.k8s.io"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert {("volumegroupsnapshotclasses", "watch"), ("volumegroupsnapshotcontents", "update"),
+            ("volumegroupsnapshotcontents/status", "patch")} <= granted
+    assert ("VolumeGroupSnapshotClass", "sluice-group-snapshots") in kinds
 
 
 def test_the_dockerfile_is_lint_clean():

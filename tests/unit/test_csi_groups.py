@@ -44,3 +44,13 @@ def test_a_name_taken_on_one_target_is_taken_on_all(two):
     with pytest.raises(AlreadyExists, match="exists on target a"):
         groups.create("ckpt", [volume(targets, "b", "shard-1")], {})
     assert groups.get(made.group_snapshot_id, []) == made
+
+
+def test_group_requests_are_logged_without_their_secrets():
+    from csi_driver.redact import loggable
+    from sluice_proto import csi_pb2 as csi
+    for request in (csi.CreateVolumeGroupSnapshotRequest(name="n", secrets={"token": "s3cret"}),
+                    csi.DeleteVolumeGroupSnapshotRequest(group_snapshot_id="a/g", secrets={"token": "s3cret"}),
+                    csi.GetVolumeGroupSnapshotRequest(group_snapshot_id="a/g", secrets={"token": "s3cret"})):
+        logged = loggable(request)
+        assert logged["secrets"] == "<1 redacted>" and "s3cret" not in str(logged)

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 from nvme_target.changes import ChangeFeed
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.errors import FailedPrecondition, NotFound
+
+
+def page(items: Iterable, key, start_after: str = "", limit: int = 0) -> list:
+    """`items` (sorted by `key`) after `start_after`, at most `limit` (0: all)."""
+    out = [i for i in items if key(i) > start_after] if start_after else list(items)
+    return out[:limit] if limit > 0 else out
+
+
+def only(exports: Iterable[Export], volume_ids: Collection[str] | None) -> list[Export]:
+    """The exports of `volume_ids` (all when None)."""
+    wanted = None if volume_ids is None else set(volume_ids)
+    return [x for x in exports if wanted is None or x.volume_id in wanted]
 
 
 class Backend(abc.ABC):
@@ -37,8 +49,9 @@ class Backend(abc.ABC):
         """The volume created under this CSI name, if any."""
 
     @abc.abstractmethod
-    def list_volumes(self) -> list[Volume]:
-        """All volumes, ordered by id."""
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
+        """Volumes ordered by id: those whose id sorts after `start_after`, at most
+        `limit` of them (0: no limit). A full walk pages with the last id seen."""
 
     @abc.abstractmethod
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
@@ -124,8 +137,11 @@ class Backend(abc.ABC):
         """Export on every portal to exactly `hosts` (no host may connect otherwise)."""
 
     @abc.abstractmethod
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
-        """Allow one more host; exports the volume first if it is not exported."""
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+        """Allow one more host; exports the volume first if it is not exported. The
+        target remembers whether this host's publication is read-only
+        (Export.readonly_hosts; adding the host again replaces the flag), so the
+        controller can tell an incompatible republish."""
 
     @abc.abstractmethod
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
@@ -140,7 +156,8 @@ class Backend(abc.ABC):
     def get_export(self, volume_id: str) -> Export | None: ...
 
     @abc.abstractmethod
-    def list_exports(self) -> list[Export]: ...
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        """Exports ordered by volume id; only those of `volume_ids` when given."""
 
     # --------------------------------------------------------------- lifecycle
     @abc.abstractmethod

@@ -13,12 +13,12 @@ import threading
 from dataclasses import replace
 from datetime import datetime, UTC
 from pathlib import Path
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import structlog
 
 from nvme_target import groups, lvtags, naming, validate
-from nvme_target.backend import Backend
+from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.exports import ExportStore
 from nvme_target.group_snapshot import AnaFence, LvmGroups
@@ -97,9 +97,9 @@ class KernelBackend(Backend):
         vol = lvtags.to_volume(self.view.fresh().get(naming.volume_id(name)))
         return vol if vol is not None and vol.name == name else None
 
-    def list_volumes(self) -> list[Volume]:
-        return sorted((v for v in map(lvtags.to_volume, self.view.fresh().values()) if v),
-                      key=lambda v: v.id)
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
+        vols = sorted((v for v in map(lvtags.to_volume, self.view.fresh().values()) if v), key=lambda v: v.id)
+        return page(vols, lambda v: v.id, start_after, limit)
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         try:
@@ -240,9 +240,9 @@ class KernelBackend(Backend):
         self._ready_for_export(volume_id)
         return self.exporter.export(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         self._ready_for_export(volume_id)
-        return self.exporter.add_host(volume_id, host_nqn)
+        return self.exporter.add_host(volume_id, host_nqn, readonly)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         try:
@@ -261,8 +261,8 @@ class KernelBackend(Backend):
     def get_export(self, volume_id: str) -> Export | None:
         return self.exporter.get(volume_id)
 
-    def list_exports(self) -> list[Export]:
-        return self.exporter.list()
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        return only(self.exporter.list(), volume_ids)
 
     # --------------------------------------------------------------- lifecycle
     def restore(self) -> None:

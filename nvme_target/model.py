@@ -132,6 +132,7 @@ class Export:
     serial: str
     portals: tuple[Portal, ...]
     hosts: frozenset[str]
+    readonly_hosts: frozenset[str] = frozenset()  # hosts it was published to read-only
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,9 @@ def _is_id(value: str, prefix: str) -> bool:
     return value.startswith(prefix) and len(rest) == 32 and all(c in "0123456789abcdef" for c in rest)
 
 
-def export(vol_id: str, portals: tuple, hosts) -> Export:
+def export(vol_id: str, portals: tuple, hosts, readonly_hosts=()) -> Export:
     """What a volume's export looks like to a host: everything derives from the id."""
+    hosts = frozenset(hosts)
     return Export(volume_id=vol_id, subsystem_nqn=subsystem_nqn(vol_id), namespace_uuid=namespace_uuid(vol_id),
                   namespace_nguid=namespace_nguid(vol_id), serial=serial(vol_id), portals=tuple(portals),
-                  hosts=frozenset(hosts))
+                  hosts=hosts, readonly_hosts=frozenset(readonly_hosts) & hosts)

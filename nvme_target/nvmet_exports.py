@@ -44,7 +44,7 @@ class NvmetExporter:
         if not self.nvmet.available() or nqn not in self.nvmet.subsystems():
             return None
         sub = self.nvmet.subsystem(nqn)
-        return self._describe(volume_id, sub.allowed_hosts())
+        return self._describe(volume_id, sub.allowed_hosts(), self.store.readonly(volume_id))
 
     def list(self) -> list[Export]:
         if not self.nvmet.available():
@@ -65,14 +65,15 @@ class NvmetExporter:
         log.info("exported", volume_id=volume_id, hosts=len(wanted))
         return self._describe(volume_id, wanted)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         validate.host_nqn(host_nqn)
         with self._lock:
             hosts = self.store.load().get(volume_id, frozenset()) | {host_nqn}
+            ro = self.store.readonly(volume_id) - {host_nqn} | ({host_nqn} if readonly else set())
             self._apply(volume_id, hosts)
-            self.store.put(volume_id, hosts)
-        log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn)
-        return self._describe(volume_id, hosts)
+            self.store.put(volume_id, hosts, frozenset(ro))
+        log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
+        return self._describe(volume_id, hosts, ro)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         with self._lock:
@@ -83,7 +84,7 @@ class NvmetExporter:
             self.store.put(volume_id, hosts)
             self._apply(volume_id, hosts)
         log.info("host disallowed", volume_id=volume_id, host_nqn=host_nqn)
-        return self._describe(volume_id, hosts)
+        return self._describe(volume_id, hosts, self.store.readonly(volume_id))
 
     def unexport(self, volume_id: str) -> None:
         nqn = naming.subsystem_nqn(volume_id)
@@ -136,6 +137,6 @@ class NvmetExporter:
         port.configure(portal.traddr, portal.trsvcid, portal.adrfam)
         return port
 
-    def _describe(self, volume_id: str, hosts: Iterable[str]) -> Export:
-        return naming.export(volume_id, self.portals, hosts)
+    def _describe(self, volume_id: str, hosts: Iterable[str], readonly: Iterable[str] = ()) -> Export:
+        return naming.export(volume_id, self.portals, hosts, readonly)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
@@ -72,8 +72,9 @@ class AgentClient(Backend):
         resp = self._call("FindVolume", pb.NameRef(name=name))
         return c.volume(resp.volume) if resp.HasField("volume") else None
 
-    def list_volumes(self) -> list[Volume]:
-        return [c.volume(v) for v in self._call("ListVolumes", pb.ListVolumesRequest()).volumes]
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
+        req = pb.ListVolumesRequest(start_after=start_after, limit=limit)
+        return [c.volume(v) for v in self._call("ListVolumes", req).volumes]
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         self._call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=volume_id, unexport=unexport))
@@ -147,8 +148,9 @@ class AgentClient(Backend):
         req = pb.ExportVolumeRequest(volume_id=volume_id, hosts=list(hosts))
         return c.export(self._call("ExportVolume", req))
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
-        return c.export(self._call("AddHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn)))
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+        req = pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
+        return c.export(self._call("AddHost", req))
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         resp = self._call("RemoveHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn))
@@ -160,5 +162,6 @@ class AgentClient(Backend):
     def get_export(self, volume_id: str) -> Export | None:
         return c.maybe_export(self._call("GetExport", pb.VolumeRef(volume_id=volume_id)))
 
-    def list_exports(self) -> list[Export]:
-        return [c.export(x) for x in self._call("ListExports", pb.ListExportsRequest()).exports]
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        req = pb.ListExportsRequest(volume_ids=list(volume_ids or ()), filtered=volume_ids is not None)
+        return [c.export(x) for x in self._call("ListExports", req).exports]

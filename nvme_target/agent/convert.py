@@ -89,14 +89,15 @@ def capacity(m: pb.Capacity) -> Capacity:
 def export_pb(x: Export) -> pb.Export:
     return pb.Export(volume_id=x.volume_id, subsystem_nqn=x.subsystem_nqn,
                      namespace_uuid=x.namespace_uuid, namespace_nguid=x.namespace_nguid,
-                     serial=x.serial, portals=[portal_pb(p) for p in x.portals], hosts=sorted(x.hosts))
+                     serial=x.serial, portals=[portal_pb(p) for p in x.portals], hosts=sorted(x.hosts),
+                     readonly_hosts=sorted(x.readonly_hosts))
 
 
 def export(m: pb.Export) -> Export:
     return Export(volume_id=m.volume_id, subsystem_nqn=m.subsystem_nqn,
                   namespace_uuid=m.namespace_uuid, namespace_nguid=m.namespace_nguid,
                   serial=m.serial, portals=tuple(portal(p) for p in m.portals),
-                  hosts=frozenset(m.hosts))
+                  hosts=frozenset(m.hosts), readonly_hosts=frozenset(m.readonly_hosts))
 
 
 def maybe_export_pb(x: Export | None) -> pb.MaybeExport:

@@ -43,7 +43,8 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
 
     @translate
     def ListVolumes(self, request, context):
-        return pb.ListVolumesResponse(volumes=[c.volume_pb(v) for v in self.backend.list_volumes()])
+        vols = self.backend.list_volumes(request.start_after, request.limit)
+        return pb.ListVolumesResponse(volumes=[c.volume_pb(v) for v in vols])
 
     @translate
     def DeleteVolume(self, request, context):
@@ -111,7 +112,7 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
 
     @translate
     def AddHost(self, request, context):
-        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn))
+        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn, request.readonly))
 
     @translate
     def RemoveHost(self, request, context):
@@ -128,4 +129,5 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
 
     @translate
     def ListExports(self, request, context):
-        return pb.ListExportsResponse(exports=[c.export_pb(x) for x in self.backend.list_exports()])
+        exports = self.backend.list_exports(list(request.volume_ids) if request.filtered else None)
+        return pb.ListExportsResponse(exports=[c.export_pb(x) for x in exports])

@@ -20,7 +20,7 @@ from Sluice's view at once and is deleted when its clones are gone.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +28,7 @@ from pathlib import Path
 import structlog
 
 from nvme_target import groups, naming, validate
-from nvme_target.backend import Backend
+from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.spdk.groups import SpdkGroups
@@ -243,13 +243,10 @@ class SpdkBackend(Backend):
         size = self._size(vol_id)
         return self._volume(vol_id, size) if size is not None else None
 
-    def list_volumes(self) -> list[Volume]:
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
         lvols = self._lvols()
-        out = []
-        for vol_id in sorted(self.state.volumes):
-            if vol_id in lvols:
-                out.append(self._volume(vol_id))
-        return out
+        ids = page((v for v in sorted(self.state.volumes) if v in lvols), str, start_after, limit)
+        return [self._volume(vol_id) for vol_id in ids]
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         try:
@@ -426,11 +423,15 @@ class SpdkBackend(Backend):
             self.state.put_export(volume_id, hosts)
         return self._describe(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         validate.host_nqn(host_nqn)
         with self._lock:
-            hosts = self.state.exports.get(volume_id, frozenset())
-            return self.export_volume(volume_id, hosts | {host_nqn})
+            hosts = self.state.exports.get(volume_id, frozenset()) | {host_nqn}
+            ro = self.state.readonly.get(volume_id, frozenset()) - {host_nqn} | ({host_nqn} if readonly else set())
+            self.get_volume(volume_id)
+            self._export(volume_id, hosts)
+            self.state.put_export(volume_id, hosts, frozenset(ro))
+        return self._describe(volume_id, hosts)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         with self._lock:
@@ -451,11 +452,11 @@ class SpdkBackend(Backend):
         hosts = self.state.exports.get(volume_id)
         return self._describe(volume_id, hosts) if hosts is not None else None
 
-    def list_exports(self) -> list[Export]:
-        return [self._describe(v, h) for v, h in sorted(self.state.exports.items())]
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        return only([self._describe(v, h) for v, h in sorted(self.state.exports.items())], volume_ids)
 
     def _describe(self, vol_id: str, hosts: frozenset[str]) -> Export:
-        return naming.export(vol_id, self._portals, hosts)
+        return naming.export(vol_id, self._portals, hosts, self.state.readonly.get(vol_id, ()))
 
     def _subsystem(self, nqn: str) -> dict | None:
         try:

@@ -20,6 +20,7 @@ class SpdkState:
         self.volumes: dict[str, dict] = data.get("volumes", {})
         self.snapshots: dict[str, dict] = data.get("snapshots", {})
         self.exports: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in data.get("exports", {}).items()}
+        self.readonly: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in data.get("readonly", {}).items()}
         self.retired: list[str] = data.get("retired", [])
 
     def put_volume(self, vol_id: str, record: dict) -> None:
@@ -34,11 +35,21 @@ class SpdkState:
     def drop_snapshot(self, snap_id: str) -> None:
         self._change(lambda: self.snapshots.pop(snap_id, None))
 
-    def put_export(self, vol_id: str, hosts: frozenset[str]) -> None:
-        self._change(lambda: self.exports.__setitem__(vol_id, frozenset(hosts)))
+    def put_export(self, vol_id: str, hosts: frozenset[str], readonly: frozenset[str] | None = None) -> None:
+        """The allowed hosts, and which of them are read-only (None: keep the flags of
+        the hosts that stay)."""
+        ro = (self.readonly.get(vol_id, frozenset()) if readonly is None else readonly) & hosts
+
+        def change() -> None:
+            self.exports[vol_id] = frozenset(hosts)
+            if ro:
+                self.readonly[vol_id] = ro
+            else:
+                self.readonly.pop(vol_id, None)
+        self._change(change)
 
     def drop_export(self, vol_id: str) -> None:
-        self._change(lambda: self.exports.pop(vol_id, None))
+        self._change(lambda: (self.exports.pop(vol_id, None), self.readonly.pop(vol_id, None)))
 
     def retire(self, lvol: str) -> None:
         self._change(lambda: self.retired.append(lvol) if lvol not in self.retired else None)
@@ -51,4 +62,5 @@ class SpdkState:
             change()
             statefile.write_json(self.path, {
                 "volumes": self.volumes, "snapshots": self.snapshots, "retired": self.retired,
-                "exports": {k: sorted(v) for k, v in self.exports.items()}})
+                "exports": {k: sorted(v) for k, v in self.exports.items()},
+                "readonly": {k: sorted(v) for k, v in self.readonly.items()}})

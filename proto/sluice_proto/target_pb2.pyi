@@ -18,15 +18,7 @@ class CheckHealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class ListVolumesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
 class GetCapacityRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
-
-class ListExportsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
@@ -165,6 +157,14 @@ class CreateVolumeRequest(_message.Message):
     source: Source
     def __init__(self, name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ...) -> None: ...
 
+class ListVolumesRequest(_message.Message):
+    __slots__ = ("start_after", "limit")
+    START_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    start_after: str
+    limit: int
+    def __init__(self, start_after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class FindVolumeResponse(_message.Message):
     __slots__ = ("volume",)
     VOLUME_FIELD_NUMBER: _ClassVar[int]
@@ -286,7 +286,7 @@ class Capacity(_message.Message):
     def __init__(self, total_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., provisioned_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., data_percent: _Optional[float] = ..., metadata_percent: _Optional[float] = ..., overcommit_ratio: _Optional[float] = ..., allocation_unit_bytes: _Optional[int] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("volume_id", "subsystem_nqn", "namespace_uuid", "namespace_nguid", "serial", "portals", "hosts")
+    __slots__ = ("volume_id", "subsystem_nqn", "namespace_uuid", "namespace_nguid", "serial", "portals", "hosts", "readonly_hosts")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     SUBSYSTEM_NQN_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_UUID_FIELD_NUMBER: _ClassVar[int]
@@ -294,6 +294,7 @@ class Export(_message.Message):
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     PORTALS_FIELD_NUMBER: _ClassVar[int]
     HOSTS_FIELD_NUMBER: _ClassVar[int]
+    READONLY_HOSTS_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     subsystem_nqn: str
     namespace_uuid: str
@@ -301,7 +302,8 @@ class Export(_message.Message):
     serial: str
     portals: _containers.RepeatedCompositeFieldContainer[Portal]
     hosts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, volume_id: _Optional[str] = ..., subsystem_nqn: _Optional[str] = ..., namespace_uuid: _Optional[str] = ..., namespace_nguid: _Optional[str] = ..., serial: _Optional[str] = ..., portals: _Optional[_Iterable[_Union[Portal, _Mapping]]] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+    readonly_hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume_id: _Optional[str] = ..., subsystem_nqn: _Optional[str] = ..., namespace_uuid: _Optional[str] = ..., namespace_nguid: _Optional[str] = ..., serial: _Optional[str] = ..., portals: _Optional[_Iterable[_Union[Portal, _Mapping]]] = ..., hosts: _Optional[_Iterable[str]] = ..., readonly_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MaybeExport(_message.Message):
     __slots__ = ("export",)
@@ -318,12 +320,22 @@ class ExportVolumeRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HostRequest(_message.Message):
-    __slots__ = ("volume_id", "host_nqn")
+    __slots__ = ("volume_id", "host_nqn", "readonly")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_NQN_FIELD_NUMBER: _ClassVar[int]
+    READONLY_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     host_nqn: str
-    def __init__(self, volume_id: _Optional[str] = ..., host_nqn: _Optional[str] = ...) -> None: ...
+    readonly: bool
+    def __init__(self, volume_id: _Optional[str] = ..., host_nqn: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
+
+class ListExportsRequest(_message.Message):
+    __slots__ = ("volume_ids", "filtered")
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTERED_FIELD_NUMBER: _ClassVar[int]
+    volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    filtered: bool
+    def __init__(self, volume_ids: _Optional[_Iterable[str]] = ..., filtered: _Optional[bool] = ...) -> None: ...
 
 class ListExportsResponse(_message.Message):
     __slots__ = ("exports",)

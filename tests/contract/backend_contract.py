@@ -246,6 +246,35 @@ class BackendContract:
         assert backend.get_export(vol.id) is None and backend.list_exports() == []
         assert backend.remove_host(vol.id, HOST_B) is None
 
+    def test_read_only_publications_are_remembered(self, backend):
+        vol = backend.create_volume("pvc-ro", 16 * MiB)
+        assert backend.add_host(vol.id, HOST_A, readonly=True).readonly_hosts == {HOST_A}
+        exp = backend.add_host(vol.id, HOST_B)
+        assert exp.hosts == {HOST_A, HOST_B} and exp.readonly_hosts == {HOST_A}
+        assert backend.get_export(vol.id).readonly_hosts == {HOST_A}
+        assert backend.add_host(vol.id, HOST_A).readonly_hosts == frozenset()  # the flag is replaced
+        backend.add_host(vol.id, HOST_B, readonly=True)
+        assert backend.remove_host(vol.id, HOST_B).readonly_hosts == frozenset()
+        backend.add_host(vol.id, HOST_A, readonly=True)
+        backend.unexport_volume(vol.id)
+        assert backend.add_host(vol.id, HOST_A).readonly_hosts == frozenset()  # nothing stale
+        backend.unexport_volume(vol.id)
+
+    def test_lists_page_by_id(self, backend):
+        vols = [backend.create_volume(f"pvc-page-{i}", 16 * MiB) for i in range(5)]
+        ids = sorted(v.id for v in vols)
+        assert [v.id for v in backend.list_volumes()] == ids
+        assert [v.id for v in backend.list_volumes(limit=2)] == ids[:2]
+        assert [v.id for v in backend.list_volumes(start_after=ids[1], limit=2)] == ids[2:4]
+        assert [v.id for v in backend.list_volumes(start_after=ids[-1])] == []
+        backend.export_volume(ids[0], [HOST_A])
+        backend.export_volume(ids[3], [HOST_B])
+        assert [x.volume_id for x in backend.list_exports()] == [ids[0], ids[3]]
+        assert [x.volume_id for x in backend.list_exports([ids[3], ids[4]])] == [ids[3]]
+        assert backend.list_exports([]) == []
+        for vol_id in ids:
+            backend.delete_volume(vol_id, unexport=True)
+
     def test_export_identity_is_stable(self, backend):
         vol = backend.create_volume("pvc-p", 16 * MiB)
         first = backend.export_volume(vol.id, [])

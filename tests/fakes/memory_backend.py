@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, UTC
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from nvme_target import groups, naming, validate
-from nvme_target.backend import Backend
+from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.units import round_up
@@ -33,6 +32,7 @@ class MemoryBackend(Backend):
         self.snapshots: dict[str, Snapshot] = {}
         self.exports: dict[str, frozenset[str]] = {}
         self.group_sizes: dict[str, int] = {}  # member snapshot id -> its group's size
+        self.readonly: dict[str, frozenset[str]] = {}
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
 
@@ -71,8 +71,8 @@ class MemoryBackend(Backend):
         validate.name(name)
         return self.volumes.get(naming.volume_id(name))
 
-    def list_volumes(self) -> list[Volume]:
-        return sorted(self.volumes.values(), key=lambda v: v.id)
+    def list_volumes(self, start_after: str = "", limit: int = 0) -> list[Volume]:
+        return page(sorted(self.volumes.values(), key=lambda v: v.id), lambda v: v.id, start_after, limit)
 
     def delete_volume(self, volume_id: str, unexport: bool = False) -> None:
         with self._lock:
@@ -80,6 +80,7 @@ class MemoryBackend(Backend):
                 if not unexport:
                     raise InUse(f"volume {volume_id} is exported; unexport it first")
                 del self.exports[volume_id]
+                self.readonly.pop(volume_id, None)
             self.volumes.pop(volume_id, None)
 
     def expand_volume(self, volume_id: str, size_bytes: int) -> Volume:
@@ -170,11 +171,13 @@ class MemoryBackend(Backend):
             self.exports[volume_id] = wanted
             return self._describe(volume_id)
 
-    def add_host(self, volume_id: str, host_nqn: str) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
         validate.host_nqn(host_nqn)
         with self._lock:
             self.get_volume(volume_id)
             self.exports[volume_id] = self.exports.get(volume_id, frozenset()) | {host_nqn}
+            ro = self.readonly.get(volume_id, frozenset()) - {host_nqn}
+            self.readonly[volume_id] = ro | ({host_nqn} if readonly else frozenset())
             return self._describe(volume_id)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
@@ -186,12 +189,13 @@ class MemoryBackend(Backend):
 
     def unexport_volume(self, volume_id: str) -> None:
         self.exports.pop(volume_id, None)
+        self.readonly.pop(volume_id, None)
 
     def get_export(self, volume_id: str) -> Export | None:
         return self._describe(volume_id) if volume_id in self.exports else None
 
-    def list_exports(self) -> list[Export]:
-        return [self._describe(v) for v in sorted(self.exports)]
+    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
+        return only([self._describe(v) for v in sorted(self.exports)], volume_ids)
 
     def health(self) -> Health:
         return Health(ready=True)
@@ -213,7 +217,7 @@ class MemoryBackend(Backend):
                           f"({provisioned} of {limit} bytes provisioned)")
 
     def _describe(self, volume_id: str) -> Export:
-        return naming.export(volume_id, self._portals, self.exports[volume_id])
+        return naming.export(volume_id, self._portals, self.exports[volume_id], self.readonly.get(volume_id, ()))
 
 
 class MemoryGroups:

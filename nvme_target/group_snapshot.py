@@ -127,7 +127,8 @@ class LvmGroups:
         return out
 
     def has_volume(self, volume_id: str) -> bool:
-        return lvtags.to_volume(self.view.fresh().get(volume_id)) is not None
+        """From the agent's view (members() just read LVM afresh): one `lvs` per group, not per member."""
+        return lvtags.to_volume(self.view.current().get(volume_id)) is not None
 
     def fence(self, volume_ids: Sequence[str]):
         return self.ana.hold([naming.subsystem_nqn(v) for v in volume_ids])

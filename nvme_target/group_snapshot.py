@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,17 +47,21 @@ NSID = "1"
 
 
 class AnaFence:
-    """Hold I/O to some subsystems' namespaces with an nvmet ANA group."""
+    """Hold I/O to some subsystems' namespaces with an nvmet ANA group.
 
-    def __init__(self, nvmet: Nvmet) -> None:
+    ANA groups are per port: the fence touches only this agent's own ports (`port_ids`),
+    so agents that share a kernel (one port each) never lift each other's fence."""
+
+    def __init__(self, nvmet: Nvmet, port_ids: Callable[[], Iterable[int]]) -> None:
         self.nvmet = nvmet
+        self.port_ids = port_ids
         self._lock = threading.Lock()  # one fence at a time: they share FENCE_GROUP
 
     @contextmanager
     def hold(self, nqns: Sequence[str]) -> Iterator[None]:
         with self._lock:
             namespaces = [p for p in (self._namespace(nqn) for nqn in nqns) if p is not None]
-            groups = [port.path / "ana_groups" / FENCE_GROUP for port in self.nvmet.ports()]
+            groups = self._groups()
             started = time.monotonic()
             try:
                 for group in groups:
@@ -74,14 +78,19 @@ class AnaFence:
                 self._lift(groups, namespaces)
                 log.info("group fence lifted", pause_ms=round(1000 * (time.monotonic() - started)))
 
-    def lift_leftovers(self) -> None:
-        """After a crash: lift a fence nobody will lift (hosts would hold I/O forever)."""
-        groups = [g for g in (port.path / "ana_groups" / FENCE_GROUP for port in self.nvmet.ports()) if g.is_dir()]
-        namespaces = [ns for nqn in self.nvmet.subsystems() if (ns := self._namespace(nqn)) is not None
+    def lift_leftovers(self, nqns: Iterable[str]) -> None:
+        """After a crash: lift a fence nobody will lift (hosts would hold I/O forever),
+        on this agent's ports and for its own subsystems (`nqns`)."""
+        groups = [g for g in self._groups() if g.is_dir()]
+        namespaces = [ns for nqn in nqns if (ns := self._namespace(nqn)) is not None
                       and _read(ns / "ana_grpid") == FENCE_GROUP]
         if groups or namespaces:
             log.warning("lifting a group fence left by an earlier run", namespaces=len(namespaces))
             self._lift(groups, namespaces)
+
+    def _groups(self) -> list[Path]:
+        ports = self.nvmet.root / "ports"
+        return [ports / str(pid) / "ana_groups" / FENCE_GROUP for pid in self.port_ids() if (ports / str(pid)).is_dir()]
 
     def _namespace(self, nqn: str) -> Path | None:
         ns = self.nvmet.root / "subsystems" / nqn / "namespaces" / NSID

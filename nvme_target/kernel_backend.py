@@ -26,7 +26,7 @@ from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
-from nvme_target.nvmet_exports import NvmetExporter
+from nvme_target.nvmet_exports import NvmetExporter, port_id
 from sluice_common.units import round_up
 from sluice_common.errors import (
     AlreadyExists, BackendFailure, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError, Unavailable,
@@ -50,7 +50,8 @@ class KernelBackend(Backend):
         self.full_percent = full_percent
         self._lvm_lock = threading.Lock()
         self.changes = ChangeFeed()
-        self.groups = LvmGroups(self.lvm, self.view, self._lvm_lock, AnaFence(self.nvmet))
+        fence = AnaFence(self.nvmet, lambda: [port_id(p) for p in self.exporter.portals])
+        self.groups = LvmGroups(self.lvm, self.view, self._lvm_lock, fence)
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -271,7 +272,7 @@ class KernelBackend(Backend):
             if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
                 self.lvm.activate(lv.name)
         self.exporter.restore(lambda vol_id: lvtags.to_volume(lvs.get(vol_id)) is not None)
-        self.groups.ana.lift_leftovers()  # a group snapshot's fence left by a crash
+        self.groups.ana.lift_leftovers(map(naming.subsystem_nqn, self.exporter.store.load()))  # left by a crash
 
     def health(self) -> Health:
         problems: list[str] = []

@@ -7,8 +7,10 @@ group's state is set to `inaccessible`: nvmet answers every new command to them 
 ANA "inaccessible" status, and the hosts' NVMe multipath holds the I/O in its requeue
 list (no error reaches the application, no reconnect). Writes accepted before the fence
 complete as usual. Then each member gets its thin snapshot (`lvcreate -s`, which
-suspends the origin itself and so drains anything still in flight), and the group goes
-back to `optimized`: nvmet sends an ANA change event and the hosts resend the held I/O.
+suspends the origin itself and so drains anything still in flight) and, once it has
+one, its namespace goes back to group 1: nvmet sends an ANA change event and its hosts
+resend the held I/O. A member released early cannot break the set: the members still
+fenced accept nothing that could depend on its new writes until they are snapshotted.
 
 Why not `dmsetup suspend` on the origins: lvcreate -s on an origin that is already
 suspended resumes it ("Attempted to decrement suspended device counter below zero") and
@@ -16,8 +18,9 @@ leaves the thin pool's transaction id behind LVM's metadata, after which LVM ref
 every thin create in the pool (seen in the lab on LVM 2.03.16, Debian 12).
 
 What it guarantees: no write that any member's snapshot holds was issued after a write
-another member's snapshot lacks had completed. How long I/O pauses: from the fence to
-its lifting, about one `lvcreate -s` per member (measured in tests/lab/test_group_snapshots.py).
+another member's snapshot lacks had completed. How long I/O pauses: for the k-th member
+(in volume id order) from the fence to its own snapshot, about k `lvcreate -s`; the last
+one waits for all (measured in tests/lab/test_group_snapshots.py).
 A fence left up by an agent that died is lifted when the agent starts (lift_leftovers).
 """
 
@@ -58,25 +61,33 @@ class AnaFence:
         self._lock = threading.Lock()  # one fence at a time: they share FENCE_GROUP
 
     @contextmanager
-    def hold(self, nqns: Sequence[str]) -> Iterator[None]:
+    def hold(self, nqns: Sequence[str]) -> Iterator[Callable[[str], None]]:
+        """Fence every namespace of `nqns` at once; yield `release(nqn)`, which lifts the
+        fence for one member (once its snapshot is cut); lift it for all on exit."""
         with self._lock:
-            namespaces = [p for p in (self._namespace(nqn) for nqn in nqns) if p is not None]
+            namespaces = {nqn: ns for nqn in nqns if (ns := self._namespace(nqn)) is not None}
             groups = self._groups()
             started = time.monotonic()
             try:
                 for group in groups:
                     _mkdir(group)
                     _write(group / "ana_state", "optimized")
-                for ns in namespaces:
+                for ns in namespaces.values():
                     _write(ns / "ana_grpid", FENCE_GROUP)
                 started = time.monotonic()
                 for group in groups:
                     _write(group / "ana_state", "inaccessible")
                 log.info("group fence up", namespaces=len(namespaces), ports=len(groups))
-                yield
+                yield lambda nqn: self._release(namespaces.get(nqn), started)
             finally:
-                self._lift(groups, namespaces)
+                self._lift(groups, list(namespaces.values()))
                 log.info("group fence lifted", pause_ms=round(1000 * (time.monotonic() - started)))
+
+    def _release(self, ns: Path | None, started: float) -> None:
+        if ns is not None:
+            _write(ns / "ana_grpid", HOME_GROUP)  # its hosts get an ANA change event and resend
+            log.info("group member released", namespace=str(ns.parent.parent.name),
+                     pause_ms=round(1000 * (time.monotonic() - started)))
 
     def lift_leftovers(self, nqns: Iterable[str]) -> None:
         """After a crash: lift a fence nobody will lift (hosts would hold I/O forever),
@@ -139,8 +150,10 @@ class LvmGroups:
         """From the agent's view (members() just read LVM afresh): one `lvs` per group, not per member."""
         return lvtags.to_volume(self.view.current().get(volume_id)) is not None
 
-    def fence(self, volume_ids: Sequence[str]):
-        return self.ana.hold([naming.subsystem_nqn(v) for v in volume_ids])
+    @contextmanager
+    def fence(self, volume_ids: Sequence[str]) -> Iterator[Callable[[str], None]]:
+        with self.ana.hold([naming.subsystem_nqn(v) for v in volume_ids]) as release:
+            yield lambda volume_id: release(naming.subsystem_nqn(volume_id))
 
     def take(self, member_name: str, snapshot_id: str, volume_id: str, group_id: str, size: int) -> None:
         tags = [*lvtags.snapshot_tags(member_name, volume_id), lvtags.group_tag(group_id, size)]

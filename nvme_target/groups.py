@@ -20,7 +20,7 @@ Every backend runs the same algorithm over a small `GroupStore` of its own:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -28,7 +28,7 @@ import structlog
 
 from nvme_target import naming, validate
 from nvme_target.model import GroupSnapshot, Snapshot
-from sluice_common.errors import AlreadyExists, InvalidArgument, NotFound, SluiceError
+from sluice_common.errors import AlreadyExists, BackendFailure, InvalidArgument, NotFound, SluiceError
 
 log = structlog.get_logger(__name__)
 
@@ -44,9 +44,10 @@ class GroupStore(Protocol):
 
     def has_volume(self, volume_id: str) -> bool: ...
 
-    def fence(self, volume_ids: Sequence[str]) -> AbstractContextManager:
+    def fence(self, volume_ids: Sequence[str]) -> AbstractContextManager[Callable[[str], None]]:
         """Quiesce I/O to every volume at once (in-flight writes complete, new ones wait);
-        lift it for all on exit, whatever happened inside."""
+        yield `release(volume_id)`, which lets one member's I/O go on once it has its
+        snapshot; lift it for all on exit, whatever happened inside."""
 
     def take(self, member_name: str, snapshot_id: str, volume_id: str, group_id: str, size: int) -> None:
         """Snapshot one member (the fence is up), recording the group id and size."""
@@ -97,7 +98,8 @@ def create(store: GroupStore, name: str, source_volume_ids: Sequence[str]) -> Gr
                 raise NotFound(f"source volume {vol_id} not found")
         _take_all(store, name, group_id, members)
         made = describe(store, group_id)
-    assert made is not None and made.ready, f"group snapshot {group_id} incomplete after create"
+    if made is None or not made.ready:
+        raise BackendFailure(f"group snapshot {group_id} is incomplete after its create; retry it")
     log.info("group snapshot created", group_id=group_id, members=len(members))
     return made
 
@@ -105,12 +107,13 @@ def create(store: GroupStore, name: str, source_volume_ids: Sequence[str]) -> Gr
 def _take_all(store: GroupStore, name: str, group_id: str, members: tuple[str, ...]) -> None:
     made: list[str] = []
     try:
-        with store.fence(members):
+        with store.fence(members) as release:
             for vol_id in members:
                 member = naming.member_snapshot_name(name, vol_id)
                 snap_id = naming.snapshot_id(member)
                 made.append(snap_id)
                 store.take(member, snap_id, vol_id, group_id, len(members))
+                release(vol_id)
     except SluiceError:
         _drop_all(store, made)  # nothing half-created; a failed drop is finished by the retry
         raise

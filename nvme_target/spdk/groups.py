@@ -45,7 +45,7 @@ class SpdkGroups:
                 f"source_volume_ids: {len(volume_ids)} volumes on an SPDK target cannot be snapshotted at one "
                 "instant (SPDK v26.05 has no RPC that pauses I/O to a set of lvols); group snapshots of "
                 "several volumes need the kernel backend")
-        return contextlib.nullcontext()
+        return contextlib.nullcontext(lambda volume_id: None)
 
     def take(self, member_name: str, snapshot_id: str, volume_id: str, group_id: str, size: int) -> None:
         self.backend.state.put_snapshot(snapshot_id, {

@@ -1,6 +1,6 @@
 """The group snapshot algorithm (nvme_target/groups.py) over the in-memory store, with
 the fence and each member's snapshot recorded: every member is fenced before any is
-snapshotted, the fence is lifted whatever happens, an interrupted set is taken again
+snapshotted and released only after its own snapshot, the fence is lifted whatever happens, an interrupted set is taken again
 whole under a new fence, and a failure part-way leaves nothing."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Recording(MemoryGroups):
     def fence(self, volume_ids):
         self.events.append(("fence", *volume_ids))
         try:
-            yield
+            yield lambda volume_id: self.events.append(("release", volume_id))
         finally:
             self.events.append(("lift",))
 
@@ -54,7 +54,8 @@ def test_every_member_is_fenced_before_any_is_snapshotted_then_lifted(backend):
     vols = volumes(backend, 4)
     store = Recording(backend)
     group = groups.create(store, "ckpt", list(reversed(vols)))
-    assert store.events == [("fence", *vols), *[("take", v) for v in vols], ("lift",)]
+    # each member is released once it has its snapshot; the rest stay fenced until theirs
+    assert store.events == [("fence", *vols), *[e for v in vols for e in (("take", v), ("release", v))], ("lift",)]
     assert group.ready and group.source_volume_ids == tuple(vols)
     store.events.clear()
     assert groups.create(store, "ckpt", vols) == group
@@ -70,7 +71,8 @@ def test_interrupted_set_is_taken_again_whole(backend):
     assert not partial.ready and len(partial.snapshots) == 1  # what a crash after one member leaves
     store = Recording(backend)
     group = groups.create(store, "ckpt", vols)
-    assert store.events == [("drop", first), ("fence", *vols), *[("take", v) for v in vols], ("lift",)]
+    assert store.events == [("drop", first), ("fence", *vols),
+                            *[e for v in vols for e in (("take", v), ("release", v))], ("lift",)]
     assert group.ready and len(group.snapshots) == 3
 
 
@@ -81,7 +83,8 @@ def test_failure_part_way_lifts_the_fence_and_leaves_nothing(backend):
         groups.create(store, "ckpt", vols)
     first, failed = (naming.snapshot_id(naming.member_snapshot_name("ckpt", v)) for v in vols[:2])
     # the failed member is dropped too, in case the tool made it before failing
-    assert store.events == [("fence", *vols), ("take", vols[0]), ("lift",), ("drop", first), ("drop", failed)]
+    assert store.events == [("fence", *vols), ("take", vols[0]), ("release", vols[0]), ("lift",),
+                            ("drop", first), ("drop", failed)]
     assert backend.list_snapshots() == []
 
 

@@ -6,9 +6,16 @@ What SPDK keeps and what Sluice keeps:
   the CSI name, so a retry finds what the first try made. SPDK has no tags, so the CSI
   name, metadata, source and limits live in Sluice's state file (spdk/state.py).
 - transports, subsystems, namespaces, hosts, listeners and QoS limits vanish when
-  nvmf_tgt restarts: the state file is the desired state and `sync()` replays it,
-  at start-up and whenever the agent finds a target that lost it (health checks, and
-  every reconnect to the RPC socket).
+  nvmf_tgt restarts: the state file is the desired state and spdk/replay.py replays it,
+  object by object, at start-up, from a background loop that notices a restarted
+  target within seconds, and on every reconnect to the RPC socket.
+- limits: SPDK can only change a bdev's limits when the bdev has an I/O channel (it is
+  exported); on an unexported bdev that already has limits every bdev_set_qos_limit
+  answers -EAGAIN. So the desired limits live in the state file, and are applied when
+  the volume is exported (or skipped when SPDK's assigned_rate_limits already match).
+- fill: above the high mark (nvme_target/fill.py) of the lvstore's allocated clusters no
+  volume, clone or snapshot is created; above the critical mark every volume reports
+  the reason in Volume.condition and health() says why.
 
 Guards SPDK does not have: an exported volume is not deleted (InUse unless the caller
 asks to unexport), the lvstore is never deleted while it holds volumes, a namespace
@@ -19,8 +26,11 @@ from Sluice's view at once and is deleted when its clones are gone.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,21 +38,24 @@ from pathlib import Path
 import structlog
 
 from nvme_target import groups, naming, validate
-from nvme_target.backend import Backend, only, page
+from nvme_target.backend import Backend, page
 from nvme_target.changes import ChangeFeed
-from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.fill import Fill, FillMarks, assess
+from nvme_target.model import Capacity, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.spdk.exports import MODEL, SpdkExports
 from nvme_target.spdk.groups import SpdkGroups
-from nvme_target.spdk.qos import spdk_limits
+from nvme_target.spdk.limits import SpdkLimits
+from nvme_target.spdk.replay import Replay
 from nvme_target.spdk.rpc import SpdkRpc
 from nvme_target.spdk.state import SpdkState
 from sluice_common.units import MiB, ceil_div, round_up
 from sluice_common.errors import (
-    AlreadyExists, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
+    AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange, SluiceError,
     Unavailable,
 )
 
 log = structlog.get_logger(__name__)
-MODEL = "Sluice"
+__all__ = ["MODEL", "SpdkBackend", "SpdkConfig", "aio_block_size"]
 
 
 @dataclass(frozen=True)
@@ -52,19 +65,35 @@ class SpdkConfig:
     lvstore: str = "sluice"
     aio_file: str | None = None    # create base_bdev as an aio bdev on this file or device
     cluster_bytes: int = 4 * MiB
+    aio_block_size: int = 0        # 0: a block device's own (SPDK detects it), 4096 for a file
+    watch_interval: float = 1.0    # seconds between looks for a restarted target (0: no loop)
+    limit_retry_seconds: float = 3.0  # how long an export waits for SPDK to take its limits
 
 
-class SpdkBackend(Backend):
+def aio_block_size(path: str) -> int:
+    """The block_size to pass to bdev_aio_create: none (0) for a block device, whose
+    logical block size SPDK detects (passing another one logs an error), 4096 for a
+    regular file (SPDK cannot detect one and refuses to guess)."""
+    try:
+        return 0 if stat.S_ISBLK(os.stat(path).st_mode) else 4096
+    except OSError:  # not visible from here (another mount namespace): a file, as before
+        return 4096
+
+
+class SpdkBackend(SpdkExports, SpdkLimits, Backend):
     def __init__(self, config: SpdkConfig, portals: tuple[Portal, ...], state_dir: Path,
-                 overcommit_ratio: float = 4.0, rpc: SpdkRpc | None = None) -> None:
+                 overcommit_ratio: float = 4.0, rpc: SpdkRpc | None = None,
+                 fill_marks: FillMarks | None = None) -> None:
         self.config = config
         self._portals = portals
         self.rpc = rpc or SpdkRpc(config.socket)
         self.state = SpdkState(state_dir / "spdk-state.json")
         self.overcommit_ratio = overcommit_ratio
+        self.fill_marks = fill_marks or FillMarks()
         self.changes = ChangeFeed()
         self._lock = threading.RLock()
-        self._synced_connection = -1
+        self.replay = Replay(self, interval=config.watch_interval)
+        self.fault_hook = None  # tests only: called with a step name between two steps
 
     # ------------------------------------------------------------------ helpers
     def _call(self, method: str, **params):
@@ -73,13 +102,16 @@ class SpdkBackend(Backend):
         try:
             result = self.rpc.call(method, **params)
         except SluiceError:
-            if self.rpc.connections == self._synced_connection:
+            if not self.replay.settle():
                 raise
-            self.sync()
             return self.rpc.call(method, **params)
-        if self.rpc.connections != self._synced_connection:
-            self.sync()
+        if self.replay.needed():
+            self.replay.run()
         return result
+
+    def _step(self, name: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(name)
 
     def _alias(self, lvol: str) -> str:
         return f"{self.config.lvstore}/{lvol}"
@@ -116,54 +148,103 @@ class SpdkBackend(Backend):
             raise NotFound(f"volume {vol_id} not found")
         source = Source(rec["source"]["kind"], rec["source"]["id"]) if rec.get("source") else None
         qos = QoS.from_params(rec["qos"]) if rec.get("qos") is not None else None
-        return Volume(vol_id, rec["name"], size, dict(rec["metadata"]), source, qos)
+        fill = self._fill()
+        condition = fill.reason if fill.level == "critical" else ""
+        return Volume(vol_id, rec["name"], size, dict(rec["metadata"]), source, qos, condition)
 
     # --------------------------------------------------------------- lifecycle
-    def sync(self) -> None:
-        """Make the target match the desired state: transport, base bdev, lvstore,
-        every export (subsystem, namespace, listeners, hosts) and every QoS limit."""
-        with self._lock:
-            self._synced_connection = self.rpc.connections
-            self._ensure("nvmf_create_transport", trtype="TCP")
-            if self.config.aio_file:
-                self._ensure("bdev_aio_create", name=self.config.base_bdev, filename=self.config.aio_file,
-                             block_size=4096)
-            try:
-                self.rpc.call("bdev_lvol_get_lvstores", lvs_name=self.config.lvstore)
-            except NotFound:
-                self.rpc.call("bdev_lvol_create_lvstore", bdev_name=self.config.base_bdev,
-                              lvs_name=self.config.lvstore, cluster_sz=self.config.cluster_bytes)
-                log.info("lvstore created", lvstore=self.config.lvstore, base_bdev=self.config.base_bdev)
-            for vol_id, rec in self.state.volumes.items():
-                if rec.get("qos") is not None:
-                    self._apply_qos(vol_id, QoS.from_params(rec["qos"]))
-            for vol_id, hosts in self.state.exports.items():
-                self._export(vol_id, hosts)
+    def sync(self) -> bool:
+        """Make the target match the desired state now (see spdk/replay.py); True when
+        every object is in place."""
+        return self.replay.run(force=True)
 
-    def _ensure(self, method: str, **params) -> None:
-        try:
-            self.rpc.call(method, **params)
-        except AlreadyExists:
-            pass
+    def ensure_base(self) -> int:
+        """The TCP transport, the base bdev and the lvstore, each made only when missing.
+        Returns the RPC connection this ran on."""
+        transports = self.rpc.call("nvmf_get_transports")
+        connection = self.rpc.connections
+        if not any(t.get("trtype") == "TCP" for t in transports):
+            self.rpc.call("nvmf_create_transport", trtype="TCP")
+        if self._lvstore_loaded():
+            return connection
+        if self.config.aio_file and self.config.base_bdev not in {b["name"] for b in self.rpc.call("bdev_get_bdevs")}:
+            self.rpc.call("bdev_aio_create", **self._aio_params())
+        if not self._lvstore_loaded():
+            self.rpc.call("bdev_lvol_create_lvstore", bdev_name=self.config.base_bdev,
+                          lvs_name=self.config.lvstore, cluster_sz=self.config.cluster_bytes)
+            log.info("lvstore created", lvstore=self.config.lvstore, base_bdev=self.config.base_bdev)
+        return connection
+
+    def _aio_params(self) -> dict:
+        assert self.config.aio_file
+        params: dict = {"name": self.config.base_bdev, "filename": self.config.aio_file}
+        block_size = self.config.aio_block_size or aio_block_size(self.config.aio_file)
+        if block_size:
+            params["block_size"] = block_size
+        return params
+
+    def _lvstore_loaded(self) -> bool:
+        return any(s["name"] == self.config.lvstore for s in self.rpc.call("bdev_lvol_get_lvstores"))
+
+    def has_transport(self) -> bool:
+        """The cheap question the replay loop asks: a target that lost its TCP transport
+        restarted (or was reset) and lost everything else too."""
+        return any(t.get("trtype") == "TCP" for t in self.rpc.call("nvmf_get_transports"))
+
+    def restore_export(self, vol_id: str, hosts: frozenset[str], subsystems: Mapping[str, dict]) -> None:
+        """Replay one export and its limits."""
+        self._export(vol_id, hosts, subsystems)
+        self._limits_at_export(vol_id)
 
     def restore(self) -> None:
-        """At agent start: replay now if nvmf_tgt answers; if it does not (yet), the
-        first call that reaches it replays (a new connection always does)."""
-        try:
-            self.sync()
-        except Unavailable as exc:
-            log.warning("SPDK not answering at start; will replay when it does", error=str(exc))
+        """At agent start: replay now if nvmf_tgt answers (each object on its own; what
+        fails is reported by health() and retried), then keep watching for a restarted
+        target in the background. Never fails the start."""
+        if not self.replay.run(force=True):
+            log.warning("SPDK state not fully restored at start; the replay loop keeps trying",
+                        problems=sorted(self.replay.problems.values()))
+        self.replay.start()
+
+    def close(self) -> None:
+        self.replay.stop()
+        self.rpc.close()
 
     def health(self) -> Health:
         try:
-            transports = self.rpc.call("nvmf_get_transports")
-            if not any(t.get("trtype") == "TCP" for t in transports):
+            if not self.has_transport():
                 log.warning("SPDK target lost its state (restarted?): replaying it")
-                self.sync()
-            self._lvstore()
-            return Health(True)
+                self.replay.run(force=True)
+            fill = self._fill(fresh=True)
         except SluiceError as exc:
             return Health(False, (str(exc),))
+        problems = [why for key, why in sorted(self.replay.problems.items())]
+        problems += [f"limits of {vol_id} not in force on the target yet; retrying"
+                     for vol_id in sorted(self.replay.pending_limits)]
+        if fill.level != "ok":
+            problems.append(fill.reason)
+        if "target" in self.replay.problems:
+            return Health(False, tuple(problems))
+        return Health(True, tuple(problems))
+
+    # --------------------------------------------------------------------- fill
+    def _fill(self, fresh: bool = False) -> Fill:
+        """The lvstore's fill (allocated clusters) judged against the marks; cached for a
+        second unless `fresh` (decisions that refuse a create always look now)."""
+        cached = getattr(self, "_fill_cache", None)
+        if not fresh and cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        lvs = self._lvstore()
+        total = lvs["total_data_clusters"]
+        percent = 100.0 * (total - lvs["free_clusters"]) / total if total else 0.0
+        fill = assess(f"lvstore {self.config.lvstore}", percent, 0.0, self.fill_marks)
+        self._fill_cache = (time.monotonic(), fill)
+        return fill
+
+    def _check_fill(self) -> None:
+        fill = self._fill(fresh=True)
+        if fill.level != "ok":
+            raise NoSpace(f"no new volumes, clones or snapshots: {fill.reason}",
+                          pool=self.config.lvstore, data_percent=round(fill.data_percent, 1))
 
     # ------------------------------------------------------------------ volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -178,31 +259,71 @@ class SpdkBackend(Backend):
             rec = self.state.volumes.get(vol_id)
             existing = self._size(vol_id)
             if rec is not None and existing is not None:
-                src = Source(rec["source"]["kind"], rec["source"]["id"]) if rec.get("source") else None
-                if (rec["name"], existing, rec["metadata"], src) != (name, size, meta, source):
-                    raise AlreadyExists(f"volume {name!r} already exists with a different size, metadata or source")
-                return self._volume(vol_id, existing)
-            if source is not None:
-                origin = self._origin(source)
-                if size < origin:
-                    raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin} bytes)")
-            self._check_room(size)
-            self.state.put_volume(vol_id, {"name": name, "metadata": meta, "qos": None,
-                                           "source": {"kind": source.kind, "id": source.id} if source else None})
+                if not self._unfinished(rec, existing, size):
+                    self._same_volume(rec, existing, name, size, meta, source)
+                    return self._volume(vol_id, existing)
+            else:
+                self._new_volume_allowed(size, source)
+            record = {"name": name, "metadata": meta, "qos": None, "size": size,
+                      "source": {"kind": source.kind, "id": source.id} if source else None}
+            if rec is not None and rec.get("size") == size:
+                record["qos"] = rec.get("qos")
+            self.state.put_volume(vol_id, record)
+            self._step("volume recorded")
             try:
-                if existing is None:
-                    self._make_lvol(vol_id, size, source)
+                self._make_lvol(vol_id, size, source, existing)
             except SluiceError:
-                self.state.drop_volume(vol_id)
+                self._undo_lvol(vol_id)
                 raise
         log.info("volume created", volume_id=vol_id, size_bytes=size, source=source)
         return self._volume(vol_id)
 
-    def _make_lvol(self, vol_id: str, size: int, source: Source | None) -> None:
-        if source is None:
-            self._call("bdev_lvol_create", lvol_name=vol_id, size_in_mib=ceil_div(size, MiB),
-                       lvs_name=self.config.lvstore, thin_provision=True)
+    @staticmethod
+    def _unfinished(rec: dict, existing: int, size: int) -> bool:
+        """A create that died between the clone and its resize: the record names the
+        size it was going to, the lvol is still smaller. The retry finishes it."""
+        return rec.get("size") == size and existing < size
+
+    @staticmethod
+    def _same_volume(rec: dict, existing: int, name: str, size: int, meta: dict, source: Source | None) -> None:
+        src = Source(rec["source"]["kind"], rec["source"]["id"]) if rec.get("source") else None
+        if (rec["name"], existing, rec["metadata"], src) != (name, size, meta, source):
+            raise AlreadyExists(f"volume {name!r} already exists with a different size, metadata or source")
+
+    def _new_volume_allowed(self, size: int, source: Source | None) -> None:
+        if source is not None:
+            origin = self._origin(source)
+            if size < origin:
+                raise OutOfRange(f"size_bytes {size} is smaller than the source ({origin} bytes)")
+        self._check_fill()
+        self._check_room(size)
+
+    def _undo_lvol(self, vol_id: str) -> None:
+        """A create that failed (not crashed) leaves nothing behind: neither its lvol
+        nor its record."""
+        try:
+            self.rpc.call("bdev_lvol_delete", name=self._alias(vol_id))
+        except NotFound:
+            pass
+        except SluiceError as exc:  # the record stays: the retry or a delete finds the lvol
+            log.warning("lvol of a failed create not removed", volume_id=vol_id, error=str(exc))
             return
+        self.state.drop_volume(vol_id)
+
+    def _make_lvol(self, vol_id: str, size: int, source: Source | None, existing: int | None) -> None:
+        """Each step is skipped when an earlier (crashed) try already did it."""
+        if source is None:
+            if existing is None:
+                self._call("bdev_lvol_create", lvol_name=vol_id, size_in_mib=ceil_div(size, MiB),
+                           lvs_name=self.config.lvstore, thin_provision=True)
+            return
+        if existing is None:
+            self._clone(vol_id, source)
+            self._step("clone made")
+        if size > (self._size(vol_id) or 0):
+            self._call("bdev_lvol_resize", name=self._alias(vol_id), size_in_mib=ceil_div(size, MiB))
+
+    def _clone(self, vol_id: str, source: Source) -> None:
         snapshot = source.id
         if source.kind == "volume":  # SPDK clones only snapshots: snapshot the volume first
             snapshot = "t-" + vol_id[2:]
@@ -211,9 +332,11 @@ class SpdkBackend(Backend):
                 self._call("bdev_lvol_snapshot", lvol_name=self._alias(source.id), snapshot_name=snapshot)
             except AlreadyExists:
                 pass  # made by an earlier try
-        self._call("bdev_lvol_clone", snapshot_name=self._alias(snapshot), clone_name=vol_id)
-        if size > (self._size(vol_id) or 0):
-            self._call("bdev_lvol_resize", name=self._alias(vol_id), size_in_mib=ceil_div(size, MiB))
+            self._step("internal snapshot made")
+        try:
+            self._call("bdev_lvol_clone", snapshot_name=self._alias(snapshot), clone_name=vol_id)
+        except AlreadyExists:
+            pass  # made by an earlier try
 
     def _origin(self, source: Source) -> int:
         known = self.state.snapshots if source.kind == "snapshot" else self.state.volumes
@@ -283,30 +406,6 @@ class SpdkBackend(Backend):
         log.info("volume expanded", volume_id=volume_id, size_bytes=size)
         return replace(current, size_bytes=self._size(volume_id))
 
-    def set_qos(self, volume_id: str, qos: QoS) -> Volume:
-        validate.volume_id(volume_id)
-        with self._lock:
-            vol = self.get_volume(volume_id)
-            self._apply_qos(volume_id, qos)
-            self.state.put_volume(volume_id, {**self.state.volumes[volume_id], "qos": qos.as_params()})
-        self.changes.bump()
-        return replace(vol, qos=qos)
-
-    def _apply_qos(self, vol_id: str, qos: QoS) -> None:
-        try:
-            self._call("bdev_set_qos_limit", name=self._alias(vol_id), **spdk_limits(qos))
-        except NotFound:
-            log.warning("limits not applied on the target: lvol missing", volume_id=vol_id)
-            return
-        log.info("target limits in force", volume_id=vol_id, **self.target_limits(vol_id))
-
-    def target_limits(self, volume_id: str) -> dict[str, int]:
-        """What SPDK enforces now (assigned_rate_limits): after its rounding."""
-        bdev = self._bdev(volume_id)
-        if bdev is None:
-            raise NotFound(f"volume {volume_id} not found")
-        return dict(bdev["assigned_rate_limits"])
-
     # ---------------------------------------------------------------- snapshots
     def create_snapshot(self, name: str, source_volume_id: str) -> Snapshot:
         validate.name(name)
@@ -321,8 +420,11 @@ class SpdkBackend(Backend):
             validate.volume_id(source_volume_id)
             if source_volume_id not in self.state.volumes or self._size(source_volume_id) is None:
                 raise NotFound(f"volume {source_volume_id} not found")
+            if rec is None:
+                self._check_fill()
             self.state.put_snapshot(snap_id, {"name": name, "source_volume_id": source_volume_id,
                                               "created_at": datetime.now(UTC).replace(microsecond=0).isoformat()})
+            self._step("snapshot recorded")
             try:
                 self._call("bdev_lvol_snapshot", lvol_name=self._alias(source_volume_id), snapshot_name=snap_id)
             except AlreadyExists:
@@ -410,105 +512,6 @@ class SpdkBackend(Backend):
             available_bytes=max(0, int(total * self.overcommit_ratio) - provisioned),
             data_percent=round(100.0 * used / total, 2) if total else 0.0, metadata_percent=0.0,
             overcommit_ratio=self.overcommit_ratio, allocation_unit_bytes=cluster)
-
-    # ------------------------------------------------------------------ exports
-    def portals(self) -> tuple[Portal, ...]:
-        return self._portals
-
-    def export_volume(self, volume_id: str, hosts: Iterable[str] = ()) -> Export:
-        hosts = frozenset(validate.host_nqn(h) for h in hosts)
-        with self._lock:
-            self.get_volume(volume_id)
-            self._export(volume_id, hosts)
-            self.state.put_export(volume_id, hosts)
-        return self._describe(volume_id, hosts)
-
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
-        validate.host_nqn(host_nqn)
-        with self._lock:
-            hosts = self.state.exports.get(volume_id, frozenset()) | {host_nqn}
-            ro = self.state.readonly.get(volume_id, frozenset()) - {host_nqn} | ({host_nqn} if readonly else set())
-            self.get_volume(volume_id)
-            self._export(volume_id, hosts)
-            self.state.put_export(volume_id, hosts, frozenset(ro))
-        return self._describe(volume_id, hosts)
-
-    def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
-        with self._lock:
-            if volume_id not in self.state.exports:
-                return None
-            return self.export_volume(volume_id, self.state.exports[volume_id] - {host_nqn})
-
-    def unexport_volume(self, volume_id: str) -> None:
-        with self._lock:
-            try:
-                self._call("nvmf_delete_subsystem", nqn=naming.subsystem_nqn(volume_id))
-            except InvalidArgument:
-                if self._subsystem(naming.subsystem_nqn(volume_id)) is not None:
-                    raise  # it is there, so that was something else
-            self.state.drop_export(volume_id)
-
-    def get_export(self, volume_id: str) -> Export | None:
-        hosts = self.state.exports.get(volume_id)
-        return self._describe(volume_id, hosts) if hosts is not None else None
-
-    def list_exports(self, volume_ids: Collection[str] | None = None) -> list[Export]:
-        return only([self._describe(v, h) for v, h in sorted(self.state.exports.items())], volume_ids)
-
-    def _describe(self, vol_id: str, hosts: frozenset[str]) -> Export:
-        return naming.export(vol_id, self._portals, hosts, self.state.readonly.get(vol_id, ()))
-
-    def _subsystem(self, nqn: str) -> dict | None:
-        try:
-            return self.rpc.call("nvmf_get_subsystems", nqn=nqn)[0]
-        except NotFound:
-            return None
-
-    def _exported_nqn(self, vol_id: str) -> bool:
-        return self._subsystem(naming.subsystem_nqn(vol_id)) is not None
-
-    def _export(self, vol_id: str, hosts: frozenset[str]) -> None:
-        """Converge the volume's subsystem on: namespace 1 with Sluice's UUID/NGUID, a
-        listener per portal, exactly `hosts`. Each step looks before it acts, so a
-        repeat (or a replay after a target restart) does only what is missing."""
-        nqn, ns_uuid = naming.subsystem_nqn(vol_id), naming.namespace_uuid(vol_id)
-        sub = self._subsystem(nqn)
-        if sub is None:
-            try:
-                self.rpc.call("nvmf_create_subsystem", nqn=nqn, allow_any_host=False,
-                              serial_number=naming.serial(vol_id), model_number=MODEL)
-            except InvalidArgument:
-                if self._subsystem(nqn) is None:  # not a duplicate: the NQN itself is bad
-                    raise
-            sub = self._subsystem(nqn)
-            assert sub is not None
-        bdev = self._bdev(vol_id)
-        if bdev is None:
-            raise NotFound(f"volume {vol_id} not found")
-        if not any(ns["bdev_name"] == bdev["name"] for ns in sub["namespaces"]):
-            self._guard_uuid(ns_uuid, bdev["name"])
-            self.rpc.call("nvmf_subsystem_add_ns", nqn=nqn, namespace={
-                "bdev_name": self._alias(vol_id), "nsid": 1, "uuid": ns_uuid,
-                "nguid": naming.namespace_nguid(vol_id).replace("-", "").upper()})
-        have = {(a["traddr"], str(a["trsvcid"])) for a in sub["listen_addresses"]}
-        for portal in self._portals:
-            if (portal.traddr, portal.trsvcid) not in have:
-                self.rpc.call("nvmf_subsystem_add_listener", nqn=nqn, listen_address={
-                    "trtype": "TCP", "adrfam": "IPv6" if portal.adrfam == "ipv6" else "IPv4",
-                    "traddr": portal.traddr, "trsvcid": portal.trsvcid})
-        allowed = {h["nqn"] for h in sub["hosts"]}
-        for host in sorted(hosts - allowed):
-            self.rpc.call("nvmf_subsystem_add_host", nqn=nqn, host=host)
-        for host in sorted(allowed - hosts):
-            self.rpc.call("nvmf_subsystem_remove_host", nqn=nqn, host=host)
-
-    def _guard_uuid(self, ns_uuid: str, bdev_name: str) -> None:
-        """SPDK accepts a namespace UUID another bdev already uses; Sluice does not."""
-        for sub in self.rpc.call("nvmf_get_subsystems"):
-            for ns in sub.get("namespaces", []):
-                if ns.get("uuid") == ns_uuid and ns.get("bdev_name") != bdev_name:
-                    raise FailedPrecondition(f"namespace UUID {ns_uuid} is already used by bdev {ns['bdev_name']} "
-                                             f"in {sub['nqn']}")
 
     # ----------------------------------------------------------- decommission
     def delete_lvstore(self) -> None:

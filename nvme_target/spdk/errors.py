@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from sluice_common.errors import (
     AlreadyExists, BackendFailure, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, SluiceError,
+    Unavailable,
 )
+EAGAIN = "Resource temporarily unavailable"
 
 ANY = "*"
 # (method, code, message) -> error class, first match wins; ANY matches every method/message
@@ -17,6 +19,10 @@ TABLE: list[tuple[str, int, str, type[SluiceError]]] = [
     (ANY, -19, ANY, NotFound),                                          # No such device
     (ANY, -2, ANY, NotFound),                                           # No such file or directory
     (ANY, -17, ANY, AlreadyExists),                                     # File exists
+    (ANY, -11, ANY, Unavailable),                                       # EAGAIN: retry
+    # a limit change on a bdev with limits and no I/O channel (not exported), or while
+    # SPDK is still setting QoS up on a new channel: retryable, never INTERNAL
+    ("bdev_set_qos_limit", -32602, f"Failed to configure rate limit: {EAGAIN}", Unavailable),
     ("bdev_lvol_snapshot", -32602, "File exists", AlreadyExists),
     ("bdev_lvol_clone", -32602, "File exists", AlreadyExists),
     ("bdev_lvol_clone", -32602, "Invalid argument", InvalidArgument),  # source is not a snapshot

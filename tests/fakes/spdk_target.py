@@ -27,6 +27,7 @@ DISCOVERY = {"nqn": "nqn.2014-08.org.nvmexpress.discovery", "subtype": "Discover
 NO_DEVICE = (-19, "No such device")
 INVALID_PARAMS = (-32602, "Invalid parameters")
 INTERNAL = (-32603, "Internal error")
+EAGAIN = (-32602, "Failed to configure rate limit: Resource temporarily unavailable")
 DECODE = (-32603, "spdk_json_decode_object failed")
 
 # the keys each method decodes; anything else fails to decode, as in SPDK
@@ -85,6 +86,10 @@ def _templates() -> dict:
             out["iostat"] = entry["response"]["result"]
         elif entry["label"] == "get subsystem by nqn":
             out["subsystem"] = entry["response"]["result"][0]
+    for line in (FIXTURES / "rpc-transcript-v26.05-limits.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if entry["label"] == "aio base bdev shows its block size":
+            out["aio_bdev"] = entry["response"]["result"][0]
     return out
 
 
@@ -98,6 +103,8 @@ class Lvol:
     parent: Lvol | None = None          # the snapshot this lvol is a clone of
     qos: dict = field(default_factory=lambda: {"rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0,
                                                "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 0})
+    qos_on: bool = False                # SPDK allocated QoS for it (a limit was ever set)
+    allocated: int = 0                  # clusters a thin lvol has written (tests fill the store)
 
 
 @dataclass
@@ -110,7 +117,8 @@ class Lvstore:
     lvols: dict[str, Lvol] = field(default_factory=dict)  # by name, in creation order
 
     def free_clusters(self) -> int:
-        return self.total_clusters - sum(-(-lv.size // self.cluster) for lv in self.lvols.values() if not lv.thin)
+        return self.total_clusters - sum(lv.allocated if lv.thin else -(-lv.size // self.cluster)
+                                         for lv in self.lvols.values())
 
     def clones(self, snap: Lvol) -> list[Lvol]:
         return [lv for lv in self.lvols.values() if lv.parent is snap]
@@ -123,15 +131,19 @@ class BaseBdev:
     disk: str              # where its lvstore persists ("malloc:<name>" is lost on restart)
     size: int
     block_size: int
+    override: bool = False  # block_size given rather than detected
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
 
 
 class FakeSpdk:
     """The target's state and its RPC methods (no sockets here: see FakeSpdkServer)."""
 
-    def __init__(self, files: dict[str, int] | None = None) -> None:
-        """`files`: the aio backing files that exist, with their sizes."""
+    def __init__(self, files: dict[str, int] | None = None, devices: dict[str, int] | None = None) -> None:
+        """`files`: the aio backing files that exist, with their sizes; `devices`: which
+        of them are block devices, with their logical block size."""
         self.files = dict(files or {})
+        self.devices = dict(devices or {})
+        self.errors_logged: list[str] = []  # what SPDK would log as ERROR
         self.disks: dict[str, Lvstore] = {}          # an lvstore on a base bdev's storage
         self.templates = _templates()
         self.calls: list[tuple[str, dict]] = []
@@ -147,7 +159,7 @@ class FakeSpdk:
             del self.disks[disk]
         for lvs in self.disks.values():  # QoS limits live in memory only
             for lv in lvs.lvols.values():
-                lv.qos = Lvol("", "", 0, True).qos
+                lv.qos, lv.qos_on = Lvol("", "", 0, True).qos, False
 
     # --------------------------------------------------------------- dispatch
     def handle(self, method: str, params: dict | None) -> object:
@@ -176,12 +188,21 @@ class FakeSpdk:
                 if trtype is None or t == trtype.upper()]
 
     # ------------------------------------------------------------ base bdevs
-    def bdev_aio_create(self, name, filename, block_size=512, **_):
+    def bdev_aio_create(self, name, filename, block_size=0, **_):
+        """A regular file has no block size SPDK can detect: block_size is required (a
+        block device's is detected; a different one is taken, with an error logged)."""
         if self._bdev_exists(name):
             raise RpcError(-17, "File exists")
         if filename not in self.files:
             raise RpcError(-2, "No such file or directory")
-        self.bases[name] = BaseBdev(name, "aio", filename, self.files[filename], block_size)
+        override = bool(block_size)
+        block_size = block_size or self.devices.get(filename, 0)
+        if not block_size:
+            raise RpcError(-22, "Invalid argument")
+        if filename in self.devices and block_size != self.devices[filename]:
+            self.errors_logged.append(f"Specified block size {block_size} does not match auto-detected "
+                                      f"block size {self.devices[filename]}")
+        self.bases[name] = BaseBdev(name, "aio", filename, self.files[filename], block_size, override)
         self._examine(name)
         return name
 
@@ -323,7 +344,7 @@ class FakeSpdk:
         return [{"alias": f"{s.name}/{lv.name}", "uuid": lv.uuid, "name": lv.name,
                  "is_thin_provisioned": lv.thin, "is_snapshot": lv.snapshot, "is_clone": lv.parent is not None,
                  "is_esnap_clone": False, "is_degraded": False,
-                 "num_allocated_clusters": 0 if lv.thin else lv.size // s.cluster,
+                 "num_allocated_clusters": lv.allocated if lv.thin else lv.size // s.cluster,
                  "lvs": {"name": s.name, "uuid": s.uuid}} for s in stores for lv in s.lvols.values()]
 
     # -------------------------------------------------------------------- bdevs
@@ -345,9 +366,20 @@ class FakeSpdk:
         if not isinstance(found, tuple):
             raise RpcError(-22, "Invalid argument")
         lv = found[1]
-        for key, value in limits.items():
-            lv.qos[key] = -(-value // 1000) * 1000 if key == "rw_ios_per_sec" else value
+        if lv.qos_on and not self._exported(lv):
+            # opening the bdev restarts its QoS, which needs a channel: any change is refused
+            raise RpcError(*EAGAIN)
+        enable = any(limits.values()) or any(v for k, v in lv.qos.items() if k not in limits)
+        if enable or lv.qos_on:
+            lv.qos_on = True
+            for key, value in limits.items():
+                lv.qos[key] = -(-value // 1000) * 1000 if key == "rw_ios_per_sec" else value
         return True
+
+    def write(self, name: str, clusters: int) -> None:
+        """Test helper: a host wrote `clusters` new clusters of a thin lvol."""
+        lvs, lv = self._lvol(name)
+        lv.allocated = min(lv.allocated + clusters, -(-lv.size // lvs.cluster))
 
     def bdev_get_iostat(self, names=None, per_channel=False):
         template = self.templates["iostat"]
@@ -471,6 +503,13 @@ class FakeSpdk:
             sub["namespaces"] = [n for n in sub["namespaces"] if n["bdev_name"] != lv.uuid]
 
     def _bdev_json(self, found) -> dict:
+        if isinstance(found, BaseBdev) and found.kind == "aio":
+            out = json.loads(json.dumps(self.templates["aio_bdev"]))
+            out.update(name=found.name, aliases=[found.uuid], block_size=found.block_size,
+                       num_blocks=found.size // found.block_size, uuid=found.uuid,
+                       claimed=any(s.base == found.name for s in self.lvstores.values()))
+            out["driver_specific"]["aio"].update(filename=found.disk, block_size_override=found.override)
+            return out
         if not isinstance(found, tuple):
             return {"name": found.name, "aliases": [], "product_name": "AIO disk" if found.kind == "aio"
                     else "Malloc disk", "block_size": found.block_size, "num_blocks": found.size // found.block_size,
@@ -548,9 +587,16 @@ class FakeSpdkServer:
             os.unlink(self.path)
 
     def restart(self) -> None:
+        self.down()
+        self.up()
+
+    def down(self) -> None:
+        """nvmf_tgt killed: the socket is gone, and so is everything it kept in memory."""
         self.stop()
         with self.lock:
             self.target.restart()
+
+    def up(self) -> None:
         self.start()
 
     def _accept(self, sock: socket.socket) -> None:

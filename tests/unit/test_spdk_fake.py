@@ -12,11 +12,11 @@ import pytest
 from tests.fakes.spdk_target import FIXTURES, FakeSpdk, FakeSpdkServer, RpcError
 
 GiB = 1 << 30
-FILES = {f"/var/lib/spdk-data/aio{i}.img": 2 * GiB for i in range(4)}
+FILES = {**{f"/var/lib/spdk-data/aio{i}.img": 2 * GiB for i in range(4)}, "/var/lib/spdk-data/spdk.img": 2 * GiB}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NGUID = re.compile(r"^[0-9A-F]{32}$")
 # where the recorder started a fresh nvmf_tgt (its TCP transport is created again, without error)
-RESTARTED_BEFORE = {"restart: create TCP transport", "p5: transport"}
+RESTARTED_BEFORE = {"restart: create TCP transport", "p5: transport", "restart: transports are gone"}
 MOVED_BY_IO = {"num_allocated_clusters", "bytes_read", "num_read_ops", "read_latency_ticks",
                "max_read_latency_ticks", "min_read_latency_ticks", "ticks"}
 
@@ -54,7 +54,8 @@ class Same:
             assert got == want and type(got) is type(want), f"{where}: {got!r} != {want!r}"
 
 
-@pytest.mark.parametrize("name", ["rpc-transcript-v26.05.jsonl", "rpc-transcript-v26.05-interrupt-mode.jsonl"])
+@pytest.mark.parametrize("name", ["rpc-transcript-v26.05.jsonl", "rpc-transcript-v26.05-interrupt-mode.jsonl",
+                                  "rpc-transcript-v26.05-limits.jsonl"])
 def test_the_fake_answers_every_recorded_request_as_the_real_target_did(name):
     fake, same = FakeSpdk(FILES), Same()
     for line in transcript(name):

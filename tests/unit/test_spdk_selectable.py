@@ -18,6 +18,7 @@ from tests.conformance.client import MiB, Csi, block_cap
 from tests.fakes.spdk_target import FakeSpdk, FakeSpdkServer
 
 IMAGE = "/srv/sluice/spdk.img"
+HOST = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-4000-8000-000000000001"
 
 
 @pytest.fixture
@@ -55,9 +56,11 @@ def test_the_agent_serves_an_spdk_target(spdk, tmp_path):
         wait(lambda: client.health().ready, proc, tmp_path / "agent.log")
         assert client.info().backend == "spdk"
         vol = client.create_volume("pvc-agent", 64 * MiB)
-        client.set_qos(vol.id, QoS(write_bps=8 * MiB))
+        client.set_qos(vol.id, QoS(write_bps=8 * MiB))  # kept: SPDK takes limits once exported
+        assert client.get_volume(vol.id).qos == QoS(write_bps=8 * MiB)
+        client.add_host(vol.id, HOST)
         assert spdk.target.bdev_get_bdevs(name=f"sluice/{vol.id}")[0]["assigned_rate_limits"]["w_mbytes_per_sec"] == 8
-        client.delete_volume(vol.id)
+        client.delete_volume(vol.id, unexport=True)
     finally:
         client.close()
         proc.terminate()
@@ -77,11 +80,13 @@ def test_all_in_one_mode_provisions_and_modifies_on_spdk(spdk, tmp_path):
         wait(lambda: csi.identity.GetPluginInfo(pb.GetPluginInfoRequest(), timeout=2).name, proc,
              tmp_path / "all.log")
         vol = csi.create("pvc-aio-spdk", caps=[block_cap()], parameters={"qos.readBPS": "10Mi"})
+        csi.publish(vol.volume_id, HOST, cap=block_cap())  # SPDK takes limits once exported
         limits = spdk.target.bdev_get_bdevs(name=f"sluice/{vol.volume_id.split('/')[1]}")[0]["assigned_rate_limits"]
         assert limits["r_mbytes_per_sec"] == 10
         csi.modify(vol.volume_id, {"qos.readIOPS": "400", "qos.writeIOPS": "700"})
         limits = spdk.target.bdev_get_bdevs(name=f"sluice/{vol.volume_id.split('/')[1]}")[0]["assigned_rate_limits"]
         assert (limits["rw_ios_per_sec"], limits["r_mbytes_per_sec"]) == (2000, 10)
+        csi.unpublish(vol.volume_id, HOST)
         csi.delete(vol.volume_id)
         assert spdk.target.bdev_lvol_get_lvols(lvs_name="sluice") == []
     finally:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from csi_driver.capabilities import Capability
-from csi_driver.model import ContentSource, SnapshotInfo, VolumeInfo, VolumeStatus
+from csi_driver.model import ContentSource, GroupSnapshotInfo, SnapshotInfo, VolumeInfo, VolumeStatus
 from sluice_common.errors import InvalidArgument
 from sluice_proto import csi_pb2 as csi
 
@@ -76,7 +76,13 @@ def timestamp(when) -> Timestamp:
 def snapshot_pb(info: SnapshotInfo) -> csi.Snapshot:
     return csi.Snapshot(size_bytes=info.size_bytes, snapshot_id=info.snapshot_id,
                         source_volume_id=info.source_volume_id, creation_time=timestamp(info.created_at),
-                        ready_to_use=info.ready)
+                        ready_to_use=info.ready, group_snapshot_id=info.group_snapshot_id)
+
+
+def group_snapshot_pb(info: GroupSnapshotInfo) -> csi.VolumeGroupSnapshot:
+    return csi.VolumeGroupSnapshot(group_snapshot_id=info.group_snapshot_id,
+                                   snapshots=[snapshot_pb(s) for s in info.snapshots],
+                                   creation_time=timestamp(info.created_at), ready_to_use=info.ready)
 
 
 def plain(mapping: Mapping[str, str]) -> dict[str, str]:

@@ -29,6 +29,10 @@ def split_snapshot(csi_id: str, field: str = "snapshot_id") -> tuple[str, str]:
     return _split(csi_id, field, naming.is_snapshot_id, "snapshot")
 
 
+def split_group_snapshot(csi_id: str, field: str = "group_snapshot_id") -> tuple[str, str]:
+    return _split(csi_id, field, naming.is_group_snapshot_id, "group snapshot")
+
+
 def _split(csi_id: str, field: str, valid, kind: str) -> tuple[str, str]:
     target, sep, backend_id = (csi_id or "").partition("/")
     if not sep or not TARGET_ID.match(target) or not valid(backend_id):

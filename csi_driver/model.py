@@ -37,6 +37,15 @@ class SnapshotInfo:
     size_bytes: int
     created_at: datetime
     ready: bool
+    group_snapshot_id: str = ""  # the CSI id of the group snapshot it was taken in, if any
+
+
+@dataclass(frozen=True)
+class GroupSnapshotInfo:
+    group_snapshot_id: str
+    snapshots: tuple[SnapshotInfo, ...]
+    created_at: datetime
+    ready: bool
 
 
 @dataclass(frozen=True)

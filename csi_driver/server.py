@@ -11,11 +11,13 @@ import grpc
 import structlog
 
 from csi_driver.controller import ControllerService
+from csi_driver.groups import GroupSnapshotService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
 from csi_driver.lookup import Asker
 from csi_driver.metrics import CallMetrics, driver_collectors
 from csi_driver.servicers.controller import ControllerServicer
+from csi_driver.servicers.group_controller import GroupControllerServicer
 from csi_driver.node import hostid
 from csi_driver.node.service import NodeConfig, NodeService
 from csi_driver.servicers.identity import IdentityServicer
@@ -57,6 +59,8 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
         volumes = ControllerService(targets, inflight, asker, settings.max_volumes_per_node)
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(volumes, SnapshotService(targets, inflight, asker)), server)
+        csi_pb2_grpc.add_GroupControllerServicer_to_server(
+            GroupControllerServicer(GroupSnapshotService(targets, inflight)), server)
         HealthWatch(targets, settings.health_interval).start()
     if settings.node is not None:
         node = build_node(settings.node, inflight, targets)

@@ -14,7 +14,7 @@ from csi_driver.params import SIDECAR_PREFIX
 from csi_driver.targets import READ_TIMEOUT, Target, Targets
 from nvme_target import validate
 from nvme_target.model import Snapshot
-from sluice_common.errors import AlreadyExists, InvalidArgument, NotFound
+from sluice_common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +70,13 @@ class SnapshotService:
             return
         target = self.targets.get(target_id, f"snapshot {snapshot_id}")
         with self.inflight.guard(f"snapshot:{snapshot_id}"):
+            try:
+                group_id = target.backend.get_snapshot(snap_id).group_id
+            except NotFound:
+                return
+            if group_id:  # CSI: a member that carries its group's id is deleted with the group
+                raise FailedPrecondition(f"snapshot {snapshot_id} is a member of group snapshot "
+                                         f"{ids.join(target.id, group_id)}: delete the group snapshot")
             target.backend.delete_snapshot(snap_id)
 
     def get(self, snapshot_id: str) -> SnapshotInfo:
@@ -103,7 +110,13 @@ class SnapshotService:
 def _info(target: Target, snap: Snapshot) -> SnapshotInfo:
     return SnapshotInfo(snapshot_id=ids.join(target.id, snap.id),
                         source_volume_id=ids.join(target.id, snap.source_volume_id),
-                        size_bytes=snap.size_bytes, created_at=snap.created_at, ready=snap.ready)
+                        size_bytes=snap.size_bytes, created_at=snap.created_at, ready=snap.ready,
+                        group_snapshot_id=ids.join(target.id, snap.group_id) if snap.group_id else "")
+
+
+def info(target: Target, snap: Snapshot) -> SnapshotInfo:
+    """A backend snapshot as CSI sees it (ids prefixed with the target's)."""
+    return _info(target, snap)
 
 
 def _is_snapshot_id(token: str) -> bool:

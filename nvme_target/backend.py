@@ -12,8 +12,8 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 from nvme_target.changes import ChangeFeed
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
-from sluice_common.errors import NotFound
+from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from sluice_common.errors import FailedPrecondition, NotFound
 
 
 def page(items: Iterable, key, start_after: str = "", limit: int = 0) -> list:
@@ -107,6 +107,22 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def delete_snapshot(self, snapshot_id: str) -> None:
         """Delete; missing is not an error. InUse when volumes still depend on it."""
+
+    # --------------------------------------------------------- group snapshots
+    def create_group_snapshot(self, name: str, source_volume_ids: Sequence[str]) -> GroupSnapshot:
+        """Snapshot every volume at one instant (nvme_target/groups.py): crash-consistent
+        as a set. Same name + same volumes returns it again; other volumes raise
+        AlreadyExists. Member snapshots are ordinary snapshots (get/list/clone) that
+        carry the group id. A backend that cannot quiesce its members together refuses."""
+        raise FailedPrecondition(f"{type(self).__name__} does not take group snapshots")
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        """NotFound when there is no such group."""
+        raise NotFound(f"group snapshot {group_id} not found")
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        """Delete every member; a missing group is not an error."""
+        return None  # a backend that takes no group snapshots has none to delete
 
     # ---------------------------------------------------------------- capacity
     @abc.abstractmethod

@@ -13,20 +13,21 @@ import threading
 from dataclasses import replace
 from datetime import datetime, UTC
 from pathlib import Path
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import structlog
 
-from nvme_target import faults, loops, lvtags, naming, validate
+from nvme_target import faults, groups, loops, lvtags, naming, validate
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.exports import ExportStore
 from nvme_target.fill import FillMarks
+from nvme_target.group_snapshot import AnaFence, LvmGroups
 from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
-from nvme_target.nvmet_exports import NvmetExporter
+from nvme_target.nvmet_exports import NvmetExporter, port_id
 from nvme_target.pool_watch import PoolWatch
 from sluice_common.units import round_up
 from sluice_common.errors import (
@@ -57,6 +58,8 @@ class KernelBackend(Backend):
         self._loops: list[threading.Event] = []
         self._refresh_error = ""
         self._refresh_lock = threading.Lock()  # one measurement (and one pool extension) at a time
+        fence = AnaFence(self.nvmet, lambda: [port_id(p) for p in self.exporter.portals])
+        self.groups = LvmGroups(self.lvm, self.view, self._lvm_lock, fence)
 
     # ----------------------------------------------------------------- volumes
     def create_volume(self, name: str, size_bytes: int, metadata: Mapping[str, str] | None = None,
@@ -221,6 +224,16 @@ class KernelBackend(Backend):
             self.view.removed(snapshot_id)
         log.info("snapshot deleted", snapshot_id=snapshot_id)
 
+    # --------------------------------------------------------- group snapshots
+    def create_group_snapshot(self, name: str, source_volume_ids: Sequence[str]) -> GroupSnapshot:
+        return groups.create(self.groups, name, source_volume_ids)  # ANA fence: group_snapshot.py
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        return groups.get(self.groups, group_id)
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        groups.delete(self.groups, group_id)
+
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
         lvs = self.view.current()
@@ -280,6 +293,7 @@ class KernelBackend(Backend):
             if lvtags.kind(lv) == "volume" and not lv.active and lv.name in self.exporter.store.load():
                 self.lvm.activate(lv.name)
         self.exporter.restore(lambda vol_id: lvtags.to_volume(lvs.get(vol_id)) is not None)
+        self.groups.ana.lift_leftovers(map(naming.subsystem_nqn, self.exporter.store.load()))  # left by a crash
         if self.fill_interval > 0 and not self._loops:
             self._loops.append(loops.every(self.fill_interval, self.refresh_fill, "pool-fill"))
 

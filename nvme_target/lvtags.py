@@ -9,6 +9,7 @@ Tags use only [A-Za-z0-9._-]; free text (the CSI name, metadata) is hex-encoded:
     sluice.qos.<hex of the limits as JSON>             (volumes whose limits were set)
     sluice.incomplete                                  (a clone not yet grown to its size:
                                                         crash debris until the tag is dropped)
+    sluice.grp.<group id>.<member count>               (snapshots taken in a group snapshot)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nvme_target.model import QoS, Snapshot, Source, Volume
 
 KIND, NAME, META, SRC, QOS = "sluice.kind.", "sluice.name.", "sluice.meta.", "sluice.src.", "sluice.qos."
 INCOMPLETE = "sluice.incomplete"
+GRP = "sluice.grp."
 
 
 def volume_tags(name: str, metadata: Mapping[str, str], source: Source | None) -> list[str]:
@@ -34,6 +36,19 @@ def volume_tags(name: str, metadata: Mapping[str, str], source: Source | None) -
 
 def snapshot_tags(name: str, source_volume_id: str) -> list[str]:
     return [KIND + "snapshot", NAME + name.encode().hex(), f"{SRC}volume.{source_volume_id}"]
+
+
+def group_tag(group_id: str, size: int) -> str:
+    return f"{GRP}{group_id}.{size}"
+
+
+def group_of(lv: LogicalVolume) -> tuple[str, int] | None:
+    """(group id, member count) of a snapshot taken in a group snapshot."""
+    value = _value(lv, GRP)
+    if not value:
+        return None
+    group_id, _, size = value.rpartition(".")
+    return group_id, int(size)
 
 
 def qos_tag(qos: QoS) -> str:
@@ -67,8 +82,9 @@ def to_snapshot(lv: LogicalVolume | None) -> Snapshot | None:
     if lv is None or kind(lv) != "snapshot":
         return None
     source = _source(lv)
+    group = group_of(lv)
     return Snapshot(id=lv.name, name=_name(lv), source_volume_id=source.id if source else "",
-                    size_bytes=lv.size, created_at=lv.created_at, ready=True)
+                    size_bytes=lv.size, created_at=lv.created_at, ready=True, group_id=group[0] if group else "")
 
 
 def _value(lv: LogicalVolume, prefix: str) -> str | None:

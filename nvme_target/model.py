@@ -80,6 +80,23 @@ class Snapshot:
     size_bytes: int
     created_at: datetime
     ready: bool = True
+    group_id: str = ""  # the group snapshot this one was taken in (nvme_target/groups.py), if any
+
+
+@dataclass(frozen=True)
+class GroupSnapshot:
+    """Member snapshots of several volumes cut at one instant (crash-consistent as a set).
+    `ready` is False only for a set a crash interrupted: a retried create finishes it."""
+
+    id: str
+    name: str
+    snapshots: tuple[Snapshot, ...]  # ordered by source volume id
+    created_at: datetime
+    ready: bool = True
+
+    @property
+    def source_volume_ids(self) -> tuple[str, ...]:
+        return tuple(s.source_volume_id for s in self.snapshots)
 
 
 @dataclass(frozen=True)

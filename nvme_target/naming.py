@@ -16,6 +16,7 @@ NQN_PREFIX = "nqn.2026-11.dev.sluice"
 _UUID_NAMESPACE = uuid.UUID("6c5c1f0e-7d1b-4c8e-9a52-51c3e0b6d0a1")  # Sluice's own, fixed forever
 VOLUME_PREFIX = "v-"
 SNAPSHOT_PREFIX = "s-"
+GROUP_PREFIX = "g-"
 
 
 def _digest(name: str) -> str:
@@ -28,6 +29,16 @@ def volume_id(name: str) -> str:
 
 def snapshot_id(name: str) -> str:
     return SNAPSHOT_PREFIX + _digest(name)
+
+
+def group_snapshot_id(name: str) -> str:
+    return GROUP_PREFIX + _digest(name)
+
+
+def member_snapshot_name(group_name: str, vol_id: str) -> str:
+    """The name a group's member snapshot is recorded under: its id derives from it, so a
+    retried group create finds the members the first try made."""
+    return f"{group_name}@{vol_id}"
 
 
 def subsystem_nqn(vol_id: str) -> str:
@@ -53,6 +64,10 @@ def is_volume_id(value: str) -> bool:
 
 def is_snapshot_id(value: str) -> bool:
     return _is_id(value, SNAPSHOT_PREFIX)
+
+
+def is_group_snapshot_id(value: str) -> bool:
+    return _is_id(value, GROUP_PREFIX)
 
 
 def _is_id(value: str, prefix: str) -> bool:

@@ -60,6 +60,12 @@ def snapshot_id(value: str) -> str:
     return value
 
 
+def group_snapshot_id(value: str) -> str:
+    if not isinstance(value, str) or not naming.is_group_snapshot_id(value):
+        raise NotFound(f"group snapshot {value!r} not found")
+    return value
+
+
 def host_nqn(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("nqn.") or len(value) > NQN_MAX:
         raise InvalidArgument(f"host NQN {value!r} is not an NQN (nqn.…, at most {NQN_MAX} bytes)")

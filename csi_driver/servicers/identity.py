@@ -29,8 +29,9 @@ class IdentityServicer(csi_pb2_grpc.IdentityServicer):
     def GetPluginCapabilities(self, request, context):
         caps = [csi.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE)),
                 csi.PluginCapability(service=Service(type=Service.VOLUME_ACCESSIBILITY_CONSTRAINTS))]
-        if self.controller:
+        if self.controller:  # the group controller is served with the controller (csi_driver/server.py)
             caps.append(csi.PluginCapability(service=Service(type=Service.CONTROLLER_SERVICE)))
+            caps.append(csi.PluginCapability(service=Service(type=Service.GROUP_CONTROLLER_SERVICE)))
         return csi.GetPluginCapabilitiesResponse(capabilities=caps)
 
     @translate

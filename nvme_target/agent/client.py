@@ -12,7 +12,9 @@ import grpc
 
 from nvme_target.agent import convert as c
 from nvme_target.backend import Backend
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume
+from nvme_target.model import (
+    Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
+)
 from sluice_common.grpc_status import from_rpc_error
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
@@ -125,6 +127,16 @@ class AgentClient(Backend):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self._call("DeleteSnapshot", pb.SnapshotRef(snapshot_id=snapshot_id))
+
+    def create_group_snapshot(self, name: str, source_volume_ids: Sequence[str]) -> GroupSnapshot:
+        req = pb.CreateGroupSnapshotRequest(name=name, source_volume_ids=list(source_volume_ids))
+        return c.group_snapshot(self._call("CreateGroupSnapshot", req))
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        return c.group_snapshot(self._call("GetGroupSnapshot", pb.GroupSnapshotRef(group_snapshot_id=group_id)))
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        self._call("DeleteGroupSnapshot", pb.GroupSnapshotRef(group_snapshot_id=group_id))
 
     def capacity(self) -> Capacity:
         return c.capacity(self._call("GetCapacity", pb.GetCapacityRequest()))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, UTC
 
-from nvme_target.model import QOS_KEYS, Capacity, Export, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume
+from nvme_target.model import (
+    QOS_KEYS, Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
+)
 from sluice_proto import target_pb2 as pb
 
 
@@ -47,16 +49,30 @@ def volume(m: pb.Volume) -> Volume:
                   qos=qos(m.qos if m.HasField("qos") else None), condition=m.condition)
 
 
+def _unix_ns(when: datetime) -> int:
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
 def snapshot_pb(s: Snapshot) -> pb.Snapshot:
-    ns = int(s.created_at.timestamp()) * 1_000_000_000 + s.created_at.microsecond * 1000
     return pb.Snapshot(id=s.id, name=s.name, source_volume_id=s.source_volume_id,
-                       size_bytes=s.size_bytes, created_at_unix_ns=ns, ready=s.ready)
+                       size_bytes=s.size_bytes, created_at_unix_ns=_unix_ns(s.created_at), ready=s.ready,
+                       group_id=s.group_id)
 
 
 def snapshot(m: pb.Snapshot) -> Snapshot:
     created = datetime.fromtimestamp(m.created_at_unix_ns / 1e9, UTC)
     return Snapshot(id=m.id, name=m.name, source_volume_id=m.source_volume_id,
-                    size_bytes=m.size_bytes, created_at=created, ready=m.ready)
+                    size_bytes=m.size_bytes, created_at=created, ready=m.ready, group_id=m.group_id)
+
+
+def group_snapshot_pb(g: GroupSnapshot) -> pb.GroupSnapshot:
+    return pb.GroupSnapshot(id=g.id, name=g.name, snapshots=[snapshot_pb(s) for s in g.snapshots],
+                            created_at_unix_ns=_unix_ns(g.created_at), ready=g.ready)
+
+
+def group_snapshot(m: pb.GroupSnapshot) -> GroupSnapshot:
+    return GroupSnapshot(id=m.id, name=m.name, snapshots=tuple(snapshot(s) for s in m.snapshots),
+                         created_at=datetime.fromtimestamp(m.created_at_unix_ns / 1e9, UTC), ready=m.ready)
 
 
 def capacity_pb(c: Capacity) -> pb.Capacity:

@@ -90,6 +90,19 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
         return pb.Empty()
 
     @translate
+    def CreateGroupSnapshot(self, request, context):
+        return c.group_snapshot_pb(self.backend.create_group_snapshot(request.name, list(request.source_volume_ids)))
+
+    @translate
+    def GetGroupSnapshot(self, request, context):
+        return c.group_snapshot_pb(self.backend.get_group_snapshot(request.group_snapshot_id))
+
+    @translate
+    def DeleteGroupSnapshot(self, request, context):
+        self.backend.delete_group_snapshot(request.group_snapshot_id)
+        return pb.Empty()
+
+    @translate
     def GetCapacity(self, request, context):
         return c.capacity_pb(self.backend.capacity())
 

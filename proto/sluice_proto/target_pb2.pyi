@@ -194,20 +194,22 @@ class ExpandVolumeRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class Snapshot(_message.Message):
-    __slots__ = ("id", "name", "source_volume_id", "size_bytes", "created_at_unix_ns", "ready")
+    __slots__ = ("id", "name", "source_volume_id", "size_bytes", "created_at_unix_ns", "ready", "group_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     source_volume_id: str
     size_bytes: int
     created_at_unix_ns: int
     ready: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., source_volume_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at_unix_ns: _Optional[int] = ..., ready: _Optional[bool] = ...) -> None: ...
+    group_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., source_volume_id: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at_unix_ns: _Optional[int] = ..., ready: _Optional[bool] = ..., group_id: _Optional[str] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("name", "source_volume_id")
@@ -216,6 +218,34 @@ class CreateSnapshotRequest(_message.Message):
     name: str
     source_volume_id: str
     def __init__(self, name: _Optional[str] = ..., source_volume_id: _Optional[str] = ...) -> None: ...
+
+class GroupSnapshot(_message.Message):
+    __slots__ = ("id", "name", "snapshots", "created_at_unix_ns", "ready")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    snapshots: _containers.RepeatedCompositeFieldContainer[Snapshot]
+    created_at_unix_ns: int
+    ready: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., snapshots: _Optional[_Iterable[_Union[Snapshot, _Mapping]]] = ..., created_at_unix_ns: _Optional[int] = ..., ready: _Optional[bool] = ...) -> None: ...
+
+class CreateGroupSnapshotRequest(_message.Message):
+    __slots__ = ("name", "source_volume_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source_volume_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., source_volume_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GroupSnapshotRef(_message.Message):
+    __slots__ = ("group_snapshot_id",)
+    GROUP_SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
+    group_snapshot_id: str
+    def __init__(self, group_snapshot_id: _Optional[str] = ...) -> None: ...
 
 class FindSnapshotResponse(_message.Message):
     __slots__ = ("snapshot",)

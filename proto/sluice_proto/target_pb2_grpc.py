@@ -109,6 +109,21 @@ class TargetAgentStub:
                 request_serializer=sluice__proto_dot_target__pb2.SnapshotRef.SerializeToString,
                 response_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateGroupSnapshot = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/CreateGroupSnapshot',
+                request_serializer=sluice__proto_dot_target__pb2.CreateGroupSnapshotRequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.GroupSnapshot.FromString,
+                _registered_method=True)
+        self.GetGroupSnapshot = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/GetGroupSnapshot',
+                request_serializer=sluice__proto_dot_target__pb2.GroupSnapshotRef.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.GroupSnapshot.FromString,
+                _registered_method=True)
+        self.DeleteGroupSnapshot = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/DeleteGroupSnapshot',
+                request_serializer=sluice__proto_dot_target__pb2.GroupSnapshotRef.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
+                _registered_method=True)
         self.GetCapacity = channel.unary_unary(
                 '/sluice.target.v1.TargetAgent/GetCapacity',
                 request_serializer=sluice__proto_dot_target__pb2.GetCapacityRequest.SerializeToString,
@@ -242,6 +257,26 @@ class TargetAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateGroupSnapshot(self, request, context):
+        """Snapshots of several volumes of this target cut at one instant (crash-consistent
+        as a set); the members are ordinary snapshots carrying the group id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGroupSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGroupSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCapacity(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -360,6 +395,21 @@ def add_TargetAgentServicer_to_server(servicer, server):
             'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSnapshot,
                     request_deserializer=sluice__proto_dot_target__pb2.SnapshotRef.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
+            ),
+            'CreateGroupSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroupSnapshot,
+                    request_deserializer=sluice__proto_dot_target__pb2.CreateGroupSnapshotRequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.GroupSnapshot.SerializeToString,
+            ),
+            'GetGroupSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroupSnapshot,
+                    request_deserializer=sluice__proto_dot_target__pb2.GroupSnapshotRef.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.GroupSnapshot.SerializeToString,
+            ),
+            'DeleteGroupSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGroupSnapshot,
+                    request_deserializer=sluice__proto_dot_target__pb2.GroupSnapshotRef.FromString,
                     response_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
             ),
             'GetCapacity': grpc.unary_unary_rpc_method_handler(
@@ -802,6 +852,87 @@ class TargetAgent:
             target,
             '/sluice.target.v1.TargetAgent/DeleteSnapshot',
             sluice__proto_dot_target__pb2.SnapshotRef.SerializeToString,
+            sluice__proto_dot_target__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroupSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/CreateGroupSnapshot',
+            sluice__proto_dot_target__pb2.CreateGroupSnapshotRequest.SerializeToString,
+            sluice__proto_dot_target__pb2.GroupSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroupSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/GetGroupSnapshot',
+            sluice__proto_dot_target__pb2.GroupSnapshotRef.SerializeToString,
+            sluice__proto_dot_target__pb2.GroupSnapshot.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGroupSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/DeleteGroupSnapshot',
+            sluice__proto_dot_target__pb2.GroupSnapshotRef.SerializeToString,
             sluice__proto_dot_target__pb2.Empty.FromString,
             options,
             channel_credentials,

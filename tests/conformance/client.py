@@ -33,6 +33,7 @@ class Csi:
         self.identity = csi_pb2_grpc.IdentityStub(self.channel)
         self.controller = csi_pb2_grpc.ControllerStub(self.channel)
         self.node = csi_pb2_grpc.NodeStub(self.channel)
+        self.groups = csi_pb2_grpc.GroupControllerStub(self.channel)
 
     def create(self, name: str, size: int = 64 * MiB, caps=None, parameters=None, source=None,
                requisite=(), preferred=(), limit: int = 0, mutable=None) -> csi.Volume:
@@ -81,6 +82,11 @@ class Csi:
     def snapshot(self, name: str, source_volume_id: str) -> csi.Snapshot:
         return self.controller.CreateSnapshot(
             csi.CreateSnapshotRequest(name=name, source_volume_id=source_volume_id), timeout=300).snapshot
+
+    def group_snapshot(self, name: str, source_volume_ids, parameters=None) -> csi.VolumeGroupSnapshot:
+        return self.groups.CreateVolumeGroupSnapshot(csi.CreateVolumeGroupSnapshotRequest(
+            name=name, source_volume_ids=list(source_volume_ids), parameters=parameters or {}),
+            timeout=300).group_snapshot
 
     def list_volumes(self, max_entries: int = 0, token: str = ""):
         return self.controller.ListVolumes(

@@ -2,7 +2,10 @@
 
 - tests/unit/test_memory_backend.py — the in-memory fake, on the host;
 - tests/unit/test_agent_grpc.py     — the same fake behind the agent's gRPC service;
-- tests/lab/test_kernel_backend.py  — KernelBackend on real LVM and nvmet in the lab.
+- tests/lab/test_kernel_backend.py  — KernelBackend on real LVM and nvmet in the lab;
+- tests/unit/test_spdk_backend.py   — the SPDK backend against the fake nvmf_tgt.
+
+GroupSnapshotContract (groups of several volumes) is for the backends that take them.
 
 A subclass provides a `backend` fixture (a fresh, empty backend).
 """
@@ -13,6 +16,7 @@ import threading
 
 import pytest
 
+from nvme_target import naming
 from nvme_target.model import QoS, Source
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
@@ -21,6 +25,7 @@ HOST_A = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-4000-8000-000000000001"
 HOST_B = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-4000-8000-000000000002"
 UNKNOWN_VOLUME = "v-" + "0" * 32
 UNKNOWN_SNAPSHOT = "s-" + "0" * 32
+UNKNOWN_GROUP = "g-" + "0" * 32
 
 
 class BackendContract:
@@ -301,3 +306,74 @@ class BackendContract:
 
     def test_health(self, backend):
         assert backend.health().ready
+
+    # --------------------------------------------------------- group snapshots
+    def test_group_of_one_volume(self, backend):
+        vol = backend.create_volume("pvc-g1", 16 * MiB)
+        group = backend.create_group_snapshot("vgs-one", [vol.id])
+        assert group.ready and group.name == "vgs-one" and group.source_volume_ids == (vol.id,)
+        (member,) = group.snapshots
+        assert member.group_id == group.id and backend.get_snapshot(member.id) == member
+        assert backend.create_group_snapshot("vgs-one", [vol.id]) == group  # a retry finds it
+        assert backend.get_group_snapshot(group.id) == group
+        backend.delete_group_snapshot(group.id)
+        backend.delete_group_snapshot(group.id)  # missing is not an error
+        with pytest.raises(NotFound):
+            backend.get_group_snapshot(group.id)
+        assert backend.list_snapshots() == []
+
+    def test_group_snapshot_bad_input(self, backend):
+        vol = backend.create_volume("pvc-g2", 16 * MiB)
+        with pytest.raises(InvalidArgument, match="source_volume_ids"):
+            backend.create_group_snapshot("vgs-bad", [])
+        with pytest.raises(InvalidArgument, match="twice"):
+            backend.create_group_snapshot("vgs-bad", [vol.id, vol.id])
+        with pytest.raises(NotFound):
+            backend.create_group_snapshot("vgs-bad", [UNKNOWN_VOLUME])
+        with pytest.raises(InvalidArgument, match="name"):
+            backend.create_group_snapshot("", [vol.id])
+        with pytest.raises(NotFound):
+            backend.get_group_snapshot(UNKNOWN_GROUP)
+        with pytest.raises(NotFound):
+            backend.get_group_snapshot("not-a-group-id")
+        backend.delete_group_snapshot(UNKNOWN_GROUP)
+        backend.delete_group_snapshot("not-a-group-id")
+        assert backend.list_snapshots() == []
+
+
+class GroupSnapshotContract:
+    """Group snapshots of several volumes, for backends that can fence a set at once
+    (not SPDK v26.05: see nvme_target/spdk/groups.py)."""
+
+    def test_group_members_are_ordinary_snapshots(self, backend):
+        vols = [backend.create_volume(f"pvc-gm{i}", 16 * MiB) for i in range(3)]
+        ids = [v.id for v in reversed(vols)]
+        group = backend.create_group_snapshot("vgs-many", ids)
+        assert group.ready and group.source_volume_ids == tuple(sorted(ids))
+        assert {s.group_id for s in group.snapshots} == {group.id}
+        assert backend.create_group_snapshot("vgs-many", sorted(ids)) == group  # order does not matter
+        for member in group.snapshots:
+            assert backend.get_snapshot(member.id) == member
+            assert backend.list_snapshots(member.source_volume_id) == [member]
+        clone = backend.create_volume("pvc-from-member", 16 * MiB,
+                                      source=Source("snapshot", group.snapshots[0].id))
+        assert clone.source == Source("snapshot", group.snapshots[0].id)
+        with pytest.raises(AlreadyExists):
+            backend.create_group_snapshot("vgs-many", ids[:2])
+        backend.delete_group_snapshot(group.id)
+        assert backend.list_snapshots() == []
+        with pytest.raises(NotFound):
+            backend.get_group_snapshot(group.id)
+        assert backend.get_volume(clone.id) == clone  # a clone outlives its source snapshot
+
+    def test_failed_group_create_leaves_nothing(self, backend):
+        vol = backend.create_volume("pvc-gf", 16 * MiB)
+        with pytest.raises(NotFound):
+            backend.create_group_snapshot("vgs-half", [vol.id, UNKNOWN_VOLUME])
+        assert backend.list_snapshots() == []
+        with pytest.raises(NotFound):
+            backend.get_group_snapshot(group_id_of("vgs-half"))
+
+
+def group_id_of(name: str) -> str:
+    return naming.group_snapshot_id(name)

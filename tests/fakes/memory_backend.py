@@ -6,16 +6,17 @@ the real kernel in the lab, which is what keeps it honest.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import replace
 from datetime import datetime, UTC
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from nvme_target import naming, validate
+from nvme_target import groups, naming, validate
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
-from nvme_target.model import Capacity, Export, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.units import round_up
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
@@ -31,6 +32,7 @@ class MemoryBackend(Backend):
         self.volumes: dict[str, Volume] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.exports: dict[str, frozenset[str]] = {}
+        self.group_sizes: dict[str, int] = {}  # member snapshot id -> its group's size
         self.readonly: dict[str, frozenset[str]] = {}
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
@@ -157,6 +159,17 @@ class MemoryBackend(Backend):
 
     def delete_snapshot(self, snapshot_id: str) -> None:
         self.snapshots.pop(snapshot_id, None)
+        self.group_sizes.pop(snapshot_id, None)
+
+    # --------------------------------------------------------- group snapshots
+    def create_group_snapshot(self, name: str, source_volume_ids: Sequence[str]) -> GroupSnapshot:
+        return groups.create(MemoryGroups(self), name, source_volume_ids)
+
+    def get_group_snapshot(self, group_id: str) -> GroupSnapshot:
+        return groups.get(MemoryGroups(self), group_id)
+
+    def delete_group_snapshot(self, group_id: str) -> None:
+        groups.delete(MemoryGroups(self), group_id)
 
     # ---------------------------------------------------------------- capacity
     def capacity(self) -> Capacity:
@@ -229,3 +242,34 @@ class MemoryBackend(Backend):
 
     def _describe(self, volume_id: str) -> Export:
         return naming.export(volume_id, self._portals, self.exports[volume_id], self.readonly.get(volume_id, ()))
+
+
+class MemoryGroups:
+    """The group algorithm's store for the fake: no I/O here, so holding the backend's
+    lock across the whole set is the fence (nothing changes any member meanwhile)."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.backend = backend
+
+    def group_lock(self):
+        return self.backend._lock
+
+    def members(self, group_id: str) -> list[tuple[Snapshot, int]]:
+        return [(s, self.backend.group_sizes[s.id]) for s in self.backend.snapshots.values()
+                if s.group_id == group_id]
+
+    def has_volume(self, volume_id: str) -> bool:
+        return volume_id in self.backend.volumes
+
+    def fence(self, volume_ids: Sequence[str]):
+        return contextlib.nullcontext(lambda volume_id: None)
+
+    def take(self, member_name: str, snapshot_id: str, volume_id: str, group_id: str, size: int) -> None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        vol = self.backend.volumes[volume_id]
+        self.backend.snapshots[snapshot_id] = Snapshot(snapshot_id, member_name, volume_id, vol.size_bytes, now,
+                                                       group_id=group_id)
+        self.backend.group_sizes[snapshot_id] = size
+
+    def drop(self, snapshot_id: str) -> None:
+        self.backend.delete_snapshot(snapshot_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nvme_target.model import Source
-from tests.contract.backend_contract import BackendContract
+from tests.contract.backend_contract import BackendContract, GroupSnapshotContract
 from tests.lab.kernel import (
     NVMET, connect, controllers_for, disconnect, lvm, lvs_json, new_host_nqn, read_block, wait_for,
     write_block,
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 MiB = 1 << 20
 
 
-class TestKernelBackendContract(BackendContract):
+class TestKernelBackendContract(BackendContract, GroupSnapshotContract):
     @pytest.fixture
     def backend(self, kernel_backend):
         return kernel_backend

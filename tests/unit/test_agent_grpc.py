@@ -9,7 +9,7 @@ from nvme_target.agent.client import AgentClient
 from nvme_target.agent.serve import start
 from nvme_target.settings import AgentSettings
 from sluice_common.errors import InUse
-from tests.contract.backend_contract import BackendContract
+from tests.contract.backend_contract import BackendContract, GroupSnapshotContract
 from tests.fakes.memory_backend import MemoryBackend
 
 
@@ -30,7 +30,7 @@ def served(tmp_path):
     server.stop(grace=None)
 
 
-class TestAgentOverGrpc(BackendContract):
+class TestAgentOverGrpc(BackendContract, GroupSnapshotContract):
     @pytest.fixture
     def backend(self, served):
         return served[1]

@@ -10,6 +10,7 @@ from csi_driver.server import start
 from csi_driver.settings import DriverSettings
 from csi_driver.targets import Target, TargetConfig, Targets
 from tests.conformance.client import Csi
+from tests.conformance.group_controller import GroupControllerConformance
 from tests.conformance.identity_controller import IdentityControllerConformance
 from tests.fakes.memory_backend import MemoryBackend
 
@@ -34,5 +35,5 @@ def node_ids():
     return NODES
 
 
-class TestConformanceInMemory(IdentityControllerConformance):
+class TestConformanceInMemory(IdentityControllerConformance, GroupControllerConformance):
     pass

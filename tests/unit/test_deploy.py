@@ -43,6 +43,9 @@ OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.
 COMPONENTS = sorted(p.parent for p in (DEPLOY / "components").glob("*/kustomization.yaml"))
 # made by the operator before the first apply (README, "Install"), never by deploy/
 PREREQUISITE_SECRETS = {"sluice-agent-server", "sluice-agent-client"}
+# nor is the group snapshot one: groupsnapshot.storage.k8s.io/v1 VolumeGroupSnapshotClass,
+# served (next to v1beta2) by the CRDs of external-snapshotter v8.6.0, the pinned sidecar
+GROUP_SNAPSHOT_CLASS_API = "groupsnapshot.storage.k8s.io/v1"
 
 
 def documents() -> list[tuple[str, dict]]:
@@ -96,6 +99,11 @@ def test_every_manifest_is_valid_kubernetes(where, doc):
         assert doc["apiVersion"] == "snapshot.storage.k8s.io/v1"
         assert set(doc["spec"]) == {"volumeSnapshotClassName", "source"}
         assert set(doc["spec"]["source"]) == {"persistentVolumeClaimName"}
+        return
+    if doc["kind"] == "VolumeGroupSnapshotClass":
+        assert doc["apiVersion"] == GROUP_SNAPSHOT_CLASS_API
+        assert set(doc) <= SNAPSHOT_CLASS_FIELDS and doc["driver"] == "csi.sluice.dev"
+        assert doc["deletionPolicy"] in ("Delete", "Retain")
         return
     if doc["kind"] in MONITORING_SPECS:
         check_monitoring(doc)
@@ -187,6 +195,19 @@ def test_the_node_plugin_and_driver_object_are_what_sluice_needs():
     assert controller["replicas"] == 2
     provisioner = next(c for c in controller["template"]["spec"]["containers"] if c["name"] == "csi-provisioner")
     assert {"--extra-create-metadata", "--enable-capacity", "--leader-election"} <= set(provisioner["args"])
+
+
+def test_the_snapshotter_takes_group_snapshots():
+    kinds = {(d["kind"], d["metadata"]["name"]): d for _, d in DOCS}
+    controller = kinds[("Deployment", "sluice-controller")]["spec"]["template"]["spec"]
+    snapshotter = next(c for c in controller["containers"] if c["name"] == "csi-snapshotter")
+    assert "--feature-gates=CSIVolumeGroupSnapshot=true" in snapshotter["args"]
+    rules = kinds[("ClusterRole", "sluice-snapshotter")]["rules"]
+    granted = {(r, v) for rule in rules if rule["apiGroups"] == ["groupsnapshot.storage.k8s.io"]
+               for r in rule["resources"] for v in rule["verbs"]}
+    assert {("volumegroupsnapshotclasses", "watch"), ("volumegroupsnapshotcontents", "update"),
+            ("volumegroupsnapshotcontents/status", "patch")} <= granted
+    assert ("VolumeGroupSnapshotClass", "sluice-group-snapshots") in kinds
 
 
 def test_the_dockerfile_is_lint_clean():

@@ -2,11 +2,11 @@
 
 import pytest
 
-from tests.contract.backend_contract import BackendContract
+from tests.contract.backend_contract import BackendContract, GroupSnapshotContract
 from tests.fakes.memory_backend import MemoryBackend
 
 
-class TestMemoryBackend(BackendContract):
+class TestMemoryBackend(BackendContract, GroupSnapshotContract):
     @pytest.fixture
     def backend(self):
         return MemoryBackend()

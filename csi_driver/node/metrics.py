@@ -94,8 +94,13 @@ def volume_labels(record: StagingRecord) -> list[str]:
 
 
 def disk_stat(device: str) -> list[int]:
-    fields = read_text(SYS_BLOCK / device / "stat").split()
-    return [int(f) for f in fields] if len(fields) >= 11 else []
+    """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
+    own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
+    paths (nvmeXcZnY, linked under the head's multipath/), so sum theirs."""
+    paths = sorted((SYS_BLOCK / device / "multipath").glob("*"))
+    rows = [read_text(f).split() for f in ([p / "stat" for p in paths] or [SYS_BLOCK / device / "stat"])]
+    rows = [[int(f) for f in row] for row in rows if len(row) >= 11]
+    return [sum(column) for column in zip(*rows, strict=False)] if rows else []
 
 
 def wanted_values(record: StagingRecord) -> dict[str, int]:

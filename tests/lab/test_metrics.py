@@ -95,8 +95,9 @@ def test_prometheus_sees_the_cap_fio_and_a_filling_pool(scraped):
             time.sleep(5)  # the last scrapes of the window are in
             rate = prom.scalar(f'rate(sluice_node_volume_write_bytes_total{{volume_id="{vid}"}}[{window}s])', at)
             pod_rate = prom.scalar(f'rate(sluice_node_pod_write_bytes_total{{volume_id="{vid}"}}[{window}s])', at)
-            target_rate = prom.scalar(f'rate(sluice_agent_volume_write_bytes_total{{volume_id="{vid}"}}'
-                                      f'[{window}s])', at)
+            on_target = vid.split("/", 1)[1]  # the agent labels its own id, with target="metrics-t"
+            target_rate = prom.scalar(f'rate(sluice_agent_volume_write_bytes_total{{target="metrics-t",'
+                                      f'volume_id="{on_target}"}}[{window}s])', at)
             psi = prom.query(f'sluice_node_pod_io_pressure_seconds_total{{volume_id="{vid}"}}')
             print(f"METRICS-RATE window={window}s promql={rate:.0f} pod={pod_rate:.0f} target={target_rate:.0f} "
                   f"fio={fio_rate:.0f} cap={CAP} promql/fio={rate / fio_rate:.3f} promql/cap={rate / CAP:.3f}")

@@ -261,3 +261,24 @@ def test_targets_up_and_last_seen_from_cached_health():
     assert value(m, "sluice_controller_target_up", target="b") == 0
     assert value(m, "sluice_controller_target_last_seen_timestamp_seconds", target="a") > 1.7e9
     assert [lab["target"] for lab, _ in m["sluice_controller_target_last_seen_timestamp_seconds"]] == ["a"]
+
+
+def test_a_multipath_head_counts_its_paths_io(tmp_path, monkeypatch):
+    """The head nvmeXnY keeps no counters of its own under NVMe multipath: the namespace's
+    figures are the sum of its paths' (linked under multipath/)."""
+    block = tmp_path / "block"
+    for path, values in (("nvme0c0n1", [1, 0, 8, 5] + [2, 0, 16, 7] + [1, 9, 12, 0, 0, 0, 0, 0, 0]),
+                         ("nvme0c1n1", [3, 0, 24, 5] + [4, 0, 32, 1] + [0, 9, 6, 0, 0, 0, 0, 0, 0])):
+        (block / path).mkdir(parents=True)
+        (block / path / "stat").write_text(" ".join(map(str, values)) + "\n")
+    head = block / "nvme0n1"
+    (head / "multipath").mkdir(parents=True)
+    (head / "stat").write_text(" ".join(["0"] * 17) + "\n")
+    for path in ("nvme0c0n1", "nvme0c1n1"):
+        (head / "multipath" / path).symlink_to(block / path)
+    monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
+    stat = node_metrics.disk_stat("nvme0n1")
+    assert stat[0] == 4 and stat[2] == 32 and stat[4] == 6 and stat[6] == 48 and stat[8] == 1
+    (block / "plain").mkdir()
+    (block / "plain" / "stat").write_text(" ".join(["7"] * 17) + "\n")
+    assert node_metrics.disk_stat("plain")[0] == 7  # no multipath/: the device's own

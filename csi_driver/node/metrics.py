@@ -14,6 +14,7 @@ controller passed them through, else ""), pod_uid, controller, traddr, trsvcid.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,19 @@ def disk_stat(device: str) -> list[int]:
     """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
     own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
     paths (nvmeXcZnY, linked under the head's multipath/), so sum theirs."""
-    paths = sorted((SYS_BLOCK / device / "multipath").glob("*"))
+    paths = sorted((SYS_BLOCK / device / "multipath").glob("*")) or _path_disks(device)
     rows = [read_text(f).split() for f in ([p / "stat" for p in paths] or [SYS_BLOCK / device / "stat"])]
     rows = [[int(f) for f in row] for row in rows if len(row) >= 11]
     return [sum(column) for column in zip(*rows, strict=False)] if rows else []
+
+
+def _path_disks(device: str) -> list[Path]:
+    """The path disks (nvmeXcZnY) of a multipath head nvmeXnY, under their controllers in
+    /sys/class/nvme (kernels whose head has no multipath/ directory)."""
+    match = re.fullmatch(r"nvme(\d+)n(\d+)", device)
+    if match is None:
+        return []
+    return sorted(fabrics.SYS_NVME.glob(f"nvme*/nvme{match[1]}c*n{match[2]}"))
 
 
 def wanted_values(record: StagingRecord) -> dict[str, int]:

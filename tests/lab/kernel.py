@@ -51,7 +51,8 @@ def lvm(command: str, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 
 def lvs_json(vg: str) -> list[dict]:
-    out = lvm("lvs", "--reportformat", "json", "-o", "lv_name,segtype,lv_size,pool_lv", "--units", "b", vg)
+    out = lvm("lvs", "--reportformat", "json", "-o", "lv_name,segtype,lv_size,pool_lv,data_percent",
+              "--units", "b", vg)
     return json.loads(out.stdout)["report"][0]["lv"]
 
 

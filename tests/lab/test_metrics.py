@@ -86,12 +86,13 @@ def test_prometheus_sees_the_cap_fio_and_a_filling_pool(scraped):
             assert prom.scalar(f'sluice_node_pod_io_max{{volume_id="{vid}",limit="wbps"}}') == CAP
             assert prom.scalar(f'sluice_node_volume_limit_wanted{{volume_id="{vid}",limit="wbps"}}') == CAP
 
-            started = time.time()
             job = fio(pod, attached.target, "write", "64k", 16)   # 2 s ramp + 16 s measured
             ended = time.time()
             fio_rate = job["write"]["bw_bytes"]
-            window = int(ended - 1 - (started + 4))    # inside fio's steady state, ~6 scrapes
-            at = ended - 1
+            # fio writes for its last 16 s before `ended` (its start-up in the pod takes a
+            # variable few seconds under TCG, so its launch time does not say when writing began):
+            # 12 s ending 2 s before it exited are inside its steady state, ~6 scrapes
+            window, at = 12, ended - 2
             time.sleep(5)  # the last scrapes of the window are in
             rate = prom.scalar(f'rate(sluice_node_volume_write_bytes_total{{volume_id="{vid}"}}[{window}s])', at)
             pod_rate = prom.scalar(f'rate(sluice_node_pod_write_bytes_total{{volume_id="{vid}"}}[{window}s])', at)

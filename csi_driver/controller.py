@@ -18,7 +18,7 @@ from csi_driver.capabilities import Capability, require_supported, unsupported
 from csi_driver.locks import InFlight
 from csi_driver.model import CapacityInfo, ContentSource, VolumeInfo, VolumeStatus
 from csi_driver.targets import READ_TIMEOUT, Target, Targets
-from nvme_target import validate
+from nvme_target import dhchap, validate
 from nvme_target.model import Capacity, Export, Source, Volume
 from sluice_common.units import GiB, MiB, round_up
 from sluice_common.errors import (
@@ -34,13 +34,15 @@ QOS_PREFIX = "qos."
 
 class ControllerService:
     def __init__(self, targets: Targets, inflight: InFlight | None = None, asker: Asker | None = None,
-                 max_volumes_per_node: int = 256) -> None:
+                 max_volumes_per_node: int = 256, default_auth: str = "bidirectional") -> None:
         """`max_volumes_per_node`: publications one node may have across all targets
-        (the node plugin's --max-volumes-per-node)."""
+        (the node plugin's --max-volumes-per-node). `default_auth`: DH-HMAC-CHAP for
+        volumes whose StorageClass has no nvme.auth."""
         self.targets = targets
         self.inflight = inflight or InFlight()
         self.asker = asker or Asker(READ_TIMEOUT)
         self.max_volumes_per_node = max_volumes_per_node
+        self.default_auth = dhchap.check_mode(default_auth, "--default-nvme-auth")
 
     # ----------------------------------------------------------------- create
     def create_volume(self, name: str, required: int, limit: int, caps: list[Capability],
@@ -221,14 +223,15 @@ class ControllerService:
             raise NotFound(f"node {node_id!r} not found: node ids are host NQNs") from None
         vol = target.reads.get_volume(vol_id)
         readonly = readonly or cap.read_only
+        auth = vol.metadata.get(params.AUTH) or self.default_auth
         with self.inflight.guard(f"volume:{volume_id}"):
             export = target.reads.get_export(vol_id)
             if not access.check_publish(volume_id, export, node_id, cap, readonly):
                 with self.inflight.guard(f"node:{node_id}"):  # one count at a time per node
                     self._check_attach_limit(node_id)
-                    export = target.backend.add_host(vol_id, node_id, readonly=readonly)
-        log.info("published", volume_id=volume_id, node_id=node_id, readonly=readonly)
-        return publish_context(export, readonly, vol.limits)
+                    export = target.backend.add_host(vol_id, node_id, readonly=readonly, auth=auth)
+        log.info("published", volume_id=volume_id, node_id=node_id, readonly=readonly, auth=auth)
+        return publish_context(export, readonly, vol.limits) | {params.AUTH: auth}
 
     def _check_attach_limit(self, node_id: str) -> None:
         """RESOURCE_EXHAUSTED when the node has its --max-volumes-per-node publications

@@ -8,6 +8,8 @@
     nvme.keepAliveTmo               keep-alive timeout, seconds              (1..300)
     nvme.nrIoQueues                 I/O queues per controller                (1..128)
     pool                            only place the volume on targets of this pool
+    nvme.auth                       DH-HMAC-CHAP: none, unidirectional or bidirectional
+                                    (absent: the controller's --default-nvme-auth)
 
 Unknown keys are refused (INVALID_ARGUMENT naming the key), except those prefixed
 `csi.storage.k8s.io/` that the sidecars add. The QoS values are normalised (bytes as
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from collections.abc import Mapping
 
 from csi_driver import quantity
+from nvme_target import dhchap
 from nvme_target.model import QOS_KEYS, QoS
 from sluice_common.errors import InvalidArgument
 
@@ -40,6 +43,7 @@ NVME_RANGES = {
 }
 NVME_FOREVER = {"nvme.ctrlLossTmo": -1}  # the kernel's "reconnect forever"
 POOL = "pool"
+AUTH = "nvme.auth"
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,22 @@ class VolumeParams:
     qos: QoS = QoS()
     nvme: Mapping[str, int] = field(default_factory=dict)
     pool: str | None = None
+    auth: str | None = None  # None: the controller's default, decided at publish
 
     def as_params(self) -> dict[str, str]:
         """The canonical key/value form, stored with the volume and put in its context."""
         out = self.qos.as_params() | {k: str(v) for k, v in sorted(self.nvme.items())}
         if self.pool:
             out[POOL] = self.pool
+        if self.auth:
+            out[AUTH] = self.auth
         return out
 
 
 def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> VolumeParams:
     qos: dict[str, int] = {}
     nvme: dict[str, int] = {}
-    pool = None
+    pool = auth = None
     for key, value in parameters.items():
         if key.startswith(SIDECAR_PREFIX):
             continue
@@ -67,6 +74,8 @@ def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> Volu
             qos[(QOS_IOPS | QOS_BPS)[key]] = _qos_value(key, value, field_name)
         elif key in NVME_RANGES:
             nvme[key] = _ranged(key, value, field_name)
+        elif key == AUTH:
+            auth = dhchap.check_mode(value, f"{field_name}: {AUTH}")
         elif key == POOL:
             if not value:
                 raise InvalidArgument(f"{field_name}: pool must not be empty")
@@ -76,7 +85,7 @@ def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> Volu
     delay, loss = nvme.get("nvme.reconnectDelay"), nvme.get("nvme.ctrlLossTmo")
     if delay is not None and loss is not None and loss != -1 and delay > loss:
         raise InvalidArgument(f"{field_name}: nvme.reconnectDelay ({delay}) exceeds nvme.ctrlLossTmo ({loss})")
-    return VolumeParams(qos=QoS(**qos), nvme=nvme, pool=pool)
+    return VolumeParams(qos=QoS(**qos), nvme=nvme, pool=pool, auth=auth)
 
 
 def parse_mutable(parameters: Mapping[str, str], field_name: str = "mutable_parameters") -> QoS:

@@ -56,7 +56,8 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     if settings.controller:
         assert targets is not None
         asker = Asker(settings.read_timeout)
-        volumes = ControllerService(targets, inflight, asker, settings.max_volumes_per_node)
+        volumes = ControllerService(targets, inflight, asker, settings.max_volumes_per_node,
+                                    settings.default_auth)
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(volumes, SnapshotService(targets, inflight, asker)), server)
         csi_pb2_grpc.add_GroupControllerServicer_to_server(

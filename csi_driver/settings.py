@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from csi_driver import ids
-from nvme_target import portals
+from nvme_target import dhchap, portals
 from nvme_target.settings import BACKENDS, AgentSettings, add_spdk_flags
 from sluice_common import metrics, topology
 from sluice_common.errors import InvalidArgument
@@ -43,6 +43,7 @@ class DriverSettings:
     health_interval: float = 10.0     # seconds between background target health checks
     metrics_port: int = 0             # 0: no /metrics endpoint
     metrics_bind: str = "0.0.0.0"
+    default_auth: str = "bidirectional"  # nvme.auth of volumes whose StorageClass does not say
 
     @property
     def controller(self) -> bool:
@@ -81,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     ctl.add_argument("--target-read-timeout", type=float, default=30.0,
                      help="seconds one name lookup or list call waits for a target before the request fails "
                           "UNAVAILABLE naming it (keep it well under the sidecars' --timeout)")
+    ctl.add_argument("--default-nvme-auth", choices=dhchap.MODES, default="bidirectional",
+                     help="DH-HMAC-CHAP for volumes whose StorageClass has no nvme.auth (default %(default)s)")
     ctl.add_argument("--target-health-interval", type=float, default=10.0,
                      help="seconds between background target health checks (logged; never on the Probe path)")
     p.add_argument("--metrics-port", type=int, default=int(_env("SLUICE_METRICS_PORT", "0")),
@@ -154,5 +157,5 @@ def from_args(argv: Sequence[str] | None = None) -> DriverSettings:
                           log_level=ns.log_level, max_volumes_per_node=ns.max_volumes_per_node,
                           read_timeout=ns.target_read_timeout, health_interval=ns.target_health_interval,
                           metrics_port=metrics.check_port(ns.metrics_port, "--metrics-port"),
-                          metrics_bind=ns.metrics_bind)
+                          metrics_bind=ns.metrics_bind, default_auth=ns.default_nvme_auth)
 

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 from nvme_target.changes import ChangeFeed
+from nvme_target.dhchap import HostCredentials
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.errors import FailedPrecondition, NotFound
 
@@ -138,11 +139,18 @@ class Backend(abc.ABC):
         """Export on every portal to exactly `hosts` (no host may connect otherwise)."""
 
     @abc.abstractmethod
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
         """Allow one more host; exports the volume first if it is not exported. The
         target remembers whether this host's publication is read-only
         (Export.readonly_hosts; adding the host again replaces the flag), so the
-        controller can tell an incompatible republish."""
+        controller can tell an incompatible republish. `auth` (nvme_target/dhchap.py
+        MODES): the host must authenticate with DH-HMAC-CHAP keys made now (replacing
+        any it had); a target that cannot raises FailedPrecondition, changing nothing."""
+
+    @abc.abstractmethod
+    def host_credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        """The secrets `host_nqn` connects to this volume with (mode "none": none).
+        NotFound when the volume is not exported to that host."""
 
     @abc.abstractmethod
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:

@@ -20,6 +20,7 @@ import structlog
 from nvme_target import faults, groups, loops, lvtags, naming, validate
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
+from nvme_target.dhchap import HostCredentials
 from nvme_target.exports import ExportStore
 from nvme_target.fill import FillMarks
 from nvme_target.group_snapshot import AnaFence, LvmGroups
@@ -256,9 +257,14 @@ class KernelBackend(Backend):
         self._ready_for_export(volume_id)
         return self.exporter.export(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
         self._ready_for_export(volume_id)
-        return self.exporter.add_host(volume_id, host_nqn, readonly)
+        return self.exporter.add_host(volume_id, host_nqn, readonly, auth)
+
+    def host_credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        validate.volume_id(volume_id)
+        validate.host_nqn(host_nqn)
+        return self.exporter.credentials(volume_id, host_nqn)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         try:

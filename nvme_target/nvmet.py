@@ -52,8 +52,12 @@ class _Node:
     def set(self, attr: str, value: str) -> None:
         """Write an attribute unless it already holds that value (configfs refuses some
         rewrites, e.g. device_path of an enabled namespace)."""
-        if self.get(attr) != value:
-            _configfs((self.path / attr).write_text, value)
+        if self.get(attr) != value:  # the error names the attribute, never the value (it may be a key)
+            try:
+                (self.path / attr).write_text(value)
+            except OSError as exc:
+                raise BackendFailure(f"configfs write {self.path / attr} failed: {os.strerror(exc.errno)}",
+                                     errno=exc.errno) from None
 
 
 def _configfs(op, *args):
@@ -66,6 +70,19 @@ def _configfs(op, *args):
 
 class Host(_Node):
     kind = "host"
+
+    def supports_auth(self) -> bool:
+        """The kernel has NVMe target authentication (CONFIG_NVME_TARGET_AUTH, 6.x)."""
+        return (self.path / "dhchap_key").exists()
+
+    def set_auth(self, secret: str, ctrl_secret: str, hash_name: str, dhgroup: str) -> None:
+        """The host's DH-HMAC-CHAP key (and the controller's, for bidirectional). Errors
+        name the attribute, never the value."""
+        self.set("dhchap_hash", hash_name)
+        self.set("dhchap_dhgroup", dhgroup)
+        self.set("dhchap_key", secret)
+        if ctrl_secret:
+            self.set("dhchap_ctrl_key", ctrl_secret)
 
 
 class Namespace(_Node):

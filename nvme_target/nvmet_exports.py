@@ -8,6 +8,13 @@ hosts are added to configfs before the store, and removed from the store first.
 
 Removing a host fences it (remove_host): its live controllers are torn down too, not
 only its right to connect again.
+
+DH-HMAC-CHAP (nvme_target/dhchap.py): kernel nvmet keeps a host's keys in its host
+entry (hosts/<nqn>/dhchap_key, dhchap_ctrl_key), shared by every subsystem that host
+may reach. So on this backend a host's secret is per (target, host): a publish makes a
+new one unless the host still has other authenticated volumes here (their controllers
+reconnect with the key they were given), and the host entry goes, keys and all, with
+the host's last volume.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from nvme_target import faults, naming, validate
+from nvme_target import dhchap, faults, naming, validate
+from nvme_target.dhchap import HostCredentials, SecretStore
 from nvme_target.exports import ExportStore
 from nvme_target.model import Export, Portal
 from nvme_target.nvmet import Nvmet, Port
-from sluice_common.errors import SluiceError
+from sluice_common.errors import FailedPrecondition, NotFound, SluiceError
 
 log = structlog.get_logger(__name__)
 NSID = 1
@@ -35,9 +43,10 @@ def port_id(portal: Portal) -> int:
 
 class NvmetExporter:
     def __init__(self, nvmet: Nvmet, store: ExportStore, portals: tuple[Portal, ...],
-                 device_path: Callable[[str], str]) -> None:
+                 device_path: Callable[[str], str], secrets: SecretStore | None = None) -> None:
         self.nvmet = nvmet
         self.store = store
+        self.secrets = secrets or SecretStore(store.path.parent / "dhchap.json")
         self.portals = portals
         self.device_path = device_path
         self._lock = threading.Lock()
@@ -72,17 +81,37 @@ class NvmetExporter:
         log.info("exported", volume_id=volume_id, hosts=len(wanted))
         return self._describe(volume_id, wanted)
 
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
         validate.host_nqn(host_nqn)
+        dhchap.check_mode(auth)
         with self._lock:
             hosts = self.store.load().get(volume_id, frozenset()) | {host_nqn}
             ro = self.store.readonly(volume_id) - {host_nqn} | ({host_nqn} if readonly else set())
+            creds = self._new_credentials(volume_id, host_nqn, auth)
+            if creds.secret:
+                self._require_auth(host_nqn)
+                self.secrets.put(volume_id, host_nqn, creds)  # before configfs: a restart replays it
+            else:
+                self.secrets.drop(volume_id, host_nqn)
             self._apply(volume_id, hosts)
             faults.point("add_host.after-configfs")
             self.store.put(volume_id, hosts, frozenset(ro))
             self.problems.pop(volume_id, None)
-        log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
+        log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn, readonly=readonly, auth=auth)
         return self._describe(volume_id, hosts, ro)
+
+    def credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        """What `host_nqn` must present to connect to this volume: its host entry's keys
+        (a host with authenticated volumes here authenticates on all of them)."""
+        if host_nqn not in self.store.load().get(volume_id, frozenset()):
+            raise NotFound(f"volume {volume_id} is not exported to host_nqn {host_nqn}")
+        own = self.secrets.get(volume_id, host_nqn) or HostCredentials()
+        keys = self._host_keys(host_nqn)
+        if not keys.secret:
+            return HostCredentials()
+        mode = own.mode if own.mode != "none" else "unidirectional"
+        ctrl = (own.ctrl_secret or keys.ctrl_secret) if mode == "bidirectional" else ""
+        return HostCredentials(mode, keys.secret, ctrl)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         """Disallow a host and fence it: when this returns, the host has no live
@@ -96,6 +125,7 @@ class NvmetExporter:
             was_allowed = host_nqn in desired.get(volume_id, frozenset()) or host_nqn in self._configured(volume_id)
             pending = self.store.fencing(volume_id) | ({host_nqn} if was_allowed else set())
             self.store.put(volume_id, hosts, fence=frozenset(pending))
+            self.secrets.drop(volume_id, host_nqn)
             faults.point("remove_host.after-store")
             self._apply(volume_id, hosts)
             faults.point("remove_host.after-disallow")
@@ -108,6 +138,7 @@ class NvmetExporter:
         nqn = naming.subsystem_nqn(volume_id)
         with self._lock:
             self.store.drop(volume_id)
+            self.secrets.drop(volume_id)
             self.problems.pop(volume_id, None)
             faults.point("unexport.after-store")
             if self.nvmet.available() and nqn in self.nvmet.subsystems():
@@ -164,7 +195,11 @@ class NvmetExporter:
             self.nvmet.prune_host(stale)
         faults.point("apply.after-namespace")
         for nqn in sorted(hosts):
-            sub.allow_host(self.nvmet.host(nqn, "ensure"))
+            host = self.nvmet.host(nqn, "ensure")
+            keys = self._host_keys(nqn)
+            if keys.secret:  # before the host may connect
+                host.set_auth(keys.secret, keys.ctrl_secret, dhchap.HASH, dhchap.DHGROUP)
+            sub.allow_host(host)
         faults.point("apply.after-hosts")
         for portal in self.portals:
             self._port(portal).link_subsystem(sub)
@@ -185,6 +220,30 @@ class NvmetExporter:
         for portal in self.portals:
             self._port(portal).link_subsystem(sub)
         self.store.put(volume_id, hosts, fence=frozenset())
+
+    def _new_credentials(self, volume_id: str, host_nqn: str, mode: str) -> HostCredentials:
+        """Fresh keys, unless the host's entry already holds keys its other volumes'
+        controllers reconnect with (see the module doc)."""
+        if mode == "none":
+            return HostCredentials()
+        shared = self._host_keys(host_nqn, exclude=volume_id)
+        ctrl = (shared.ctrl_secret or dhchap.new_secret()) if mode == "bidirectional" else ""
+        return HostCredentials(mode, shared.secret or dhchap.new_secret(), ctrl)
+
+    def _host_keys(self, host_nqn: str, exclude: str = "") -> HostCredentials:
+        """The keys the host's entry holds: its volumes' (they agree, see above)."""
+        held = [c for vol, c in sorted(self.secrets.of_host(host_nqn).items()) if vol != exclude]
+        return HostCredentials("", next((c.secret for c in held if c.secret), ""),
+                               next((c.ctrl_secret for c in held if c.ctrl_secret), ""))
+
+    def _require_auth(self, host_nqn: str) -> None:
+        self.nvmet.require()
+        if not self.nvmet.host(host_nqn, "ensure").supports_auth():
+            self.nvmet.prune_host(host_nqn)
+            raise FailedPrecondition(
+                f"auth: this target's kernel has no NVMe target authentication "
+                f"({self.nvmet.root}/hosts/<nqn>/dhchap_key is missing; CONFIG_NVME_TARGET_AUTH, e.g. "
+                f"Debian trixie's 6.12); publish with StorageClass nvme.auth: none to go without it")
 
     def _configured(self, volume_id: str) -> set[str]:
         nqn = naming.subsystem_nqn(volume_id)

@@ -62,6 +62,10 @@ class FailedPrecondition(SluiceError):
     """The system is not in a state that allows the operation."""
 
 
+class PermissionDenied(SluiceError):
+    """The caller's identity (its certificate's role or host NQN) does not allow the call."""
+
+
 class Unavailable(SluiceError):
     """A backend or peer does not answer (down, not configured, not reachable)."""
 

@@ -30,6 +30,7 @@ CODES: dict[type[e.SluiceError], grpc.StatusCode] = {
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.Busy: grpc.StatusCode.ABORTED,
     e.StaleToken: grpc.StatusCode.ABORTED,
+    e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     e.Unavailable: grpc.StatusCode.UNAVAILABLE,
     e.BackendFailure: grpc.StatusCode.INTERNAL,
 }

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from csi_driver.node import inputs
+from nvme_target import dhchap
 from sluice_common.errors import FailedPrecondition, InvalidArgument
 
 log = structlog.get_logger(__name__)
@@ -40,6 +41,9 @@ class ConnectSpec:
     nr_io_queues: int = 4
     host_iface: str = ""
     host_traddr: str = ""
+    # DH-HMAC-CHAP (fetched from the target agent at stage; only ever in the option string)
+    dhchap_secret: str = field(default="", repr=False)
+    dhchap_ctrl_secret: str = field(default="", repr=False)
 
     def options(self, portal: Portal) -> str:
         """The option string; every field is checked (see inputs) before it is joined."""
@@ -54,6 +58,10 @@ class ConnectSpec:
             opts.append(f"host_iface={self.host_iface}")
         if self.host_traddr:
             opts.append(f"host_traddr={self.host_traddr}")
+        if self.dhchap_secret:
+            opts.append(f"dhchap_secret={self.dhchap_secret}")
+        if self.dhchap_ctrl_secret:
+            opts.append(f"dhchap_ctrl_secret={self.dhchap_ctrl_secret}")
         return ",".join(opts)
 
     def check(self) -> None:
@@ -66,6 +74,11 @@ class ConnectSpec:
         inputs.iface(self.host_iface, "host_iface")
         if self.host_traddr:
             inputs.address(self.host_traddr, "host_traddr")
+        for name in ("dhchap_secret", "dhchap_ctrl_secret"):  # named, never shown
+            if getattr(self, name) and not dhchap.well_formed(getattr(self, name)):
+                raise InvalidArgument(f"{name} from the target is not a DHHC-1 secret")
+        if self.dhchap_ctrl_secret and not self.dhchap_secret:
+            raise InvalidArgument("dhchap_ctrl_secret needs a dhchap_secret")
         for name in ("ctrl_loss_tmo", "reconnect_delay", "keep_alive_tmo", "nr_io_queues"):
             if not isinstance(getattr(self, name), int):
                 raise InvalidArgument(f"{name} must be an integer")

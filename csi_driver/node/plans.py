@@ -10,6 +10,9 @@ from csi_driver.capabilities import Capability
 from csi_driver.node import fabrics, filesystems, inputs
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.staging import StagingRecord
+from csi_driver.params import AUTH
+from nvme_target import dhchap
+from nvme_target.dhchap import HostCredentials
 from nvme_target.model import QoS
 from sluice_common.errors import InvalidArgument
 
@@ -23,6 +26,7 @@ def plan(volume_id: str, pc: Mapping[str, str], staging_path: str, cap: Capabili
     inputs.nqn(pc["nvme.subnqn"], "publish_context nvme.subnqn")
     inputs.ns_uuid(pc["nvme.nsUUID"], "publish_context nvme.nsUUID")
     fabrics.parse_portals(pc["nvme.portals"])
+    auth = dhchap.check_mode(pc.get(AUTH) or "none", f"publish_context {AUTH}")
     inputs.tunables(vc)
     flags = inputs.mount_flags(cap.mount_flags) if cap.access_type == "mount" else ()
     if cap.access_type == "mount" and cap.fs not in filesystems.MKFS:
@@ -32,11 +36,11 @@ def plan(volume_id: str, pc: Mapping[str, str], staging_path: str, cap: Capabili
         ns_uuid=pc["nvme.nsUUID"], portals=pc["nvme.portals"], access_type=cap.access_type,
         fs_type=cap.fs if cap.access_type == "mount" else "", mount_flags=flags,
         read_only=cap.read_only or pc.get("readonly") == "true", context=dict(vc),
-        qos=QoS.from_params(pc).as_params())
+        qos=QoS.from_params(pc).as_params(), auth=auth)
 
 
 def connect_spec(plan: StagingRecord, identity: HostIdentity, host_iface: str = "",
-                 host_traddr: str = "") -> fabrics.ConnectSpec:
+                 host_traddr: str = "", creds: HostCredentials | None = None) -> fabrics.ConnectSpec:
     tunable = inputs.tunables(plan.context)
     return fabrics.ConnectSpec(
         subnqn=plan.subnqn, portals=fabrics.parse_portals(plan.portals),
@@ -45,4 +49,5 @@ def connect_spec(plan: StagingRecord, identity: HostIdentity, host_iface: str = 
         reconnect_delay=tunable.get("nvme.reconnectDelay", 2),
         keep_alive_tmo=tunable.get("nvme.keepAliveTmo", 5),
         nr_io_queues=min(tunable.get("nvme.nrIoQueues", 4), os.cpu_count() or 4),
-        host_iface=host_iface, host_traddr=host_traddr)
+        host_iface=host_iface, host_traddr=host_traddr,
+        dhchap_secret=creds.secret if creds else "", dhchap_ctrl_secret=creds.ctrl_secret if creds else "")

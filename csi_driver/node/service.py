@@ -27,6 +27,7 @@ from csi_driver.node.limits_watch import LimitsWatch
 from csi_driver.node.staging import StagingRecord, StagingStore
 from csi_driver.targets import Targets
 from nvme_target import naming
+from nvme_target.dhchap import HostCredentials
 from nvme_target.model import QoS
 from sluice_common.errors import FailedPrecondition, InvalidArgument, NotFound, SluiceError, Unavailable
 
@@ -72,6 +73,7 @@ class NodeService:
         self.config = config
         self.store = StagingStore(config.state_dir)
         self.inflight = inflight or InFlight()
+        self.targets = targets
         self.limits = PodLimits(config.cgroup_root)
         self.watch = (LimitsWatch(targets, self._watched, self.limits_changed, self.condition_changed)
                       if targets is not None else None)
@@ -183,7 +185,8 @@ class NodeService:
         """Connect, find the namespace, make it read-only if the use is, mount it at the
         staging path (a mount left on a dead device is replaced: `staged_seq` is the
         diskseq the staging mount was made on). Rolls back its connect."""
-        spec = plans.connect_spec(plan, self.identity, self.config.host_iface, self.config.host_traddr)
+        spec = plans.connect_spec(plan, self.identity, self.config.host_iface, self.config.host_traddr,
+                                  self._credentials(plan))
         already = bool(fabrics.controllers(spec.subnqn, spec.host_nqn))
         device = self._attach(spec, plan.ns_uuid)
         faults.step("stage:connected")
@@ -200,6 +203,27 @@ class NodeService:
             raise
         faults.step("stage:mounted")
         return device
+
+    def _credentials(self, plan: StagingRecord) -> HostCredentials | None:
+        """The DH-HMAC-CHAP secrets this host connects with, fetched from the volume's
+        target over this node's own authenticated channel (never from the publish
+        context, and never written anywhere: they live only in the connect string)."""
+        if self.targets is None:
+            if plan.auth != "none":
+                raise FailedPrecondition(f"volume {plan.volume_id} is published with nvme.auth {plan.auth}: this "
+                                         "node plugin needs --targets-config to fetch its credentials")
+            return None
+        target_id, vol_id = ids.split_volume(plan.volume_id)
+        try:
+            creds = self.targets.get(target_id, f"volume {plan.volume_id}").backend.host_credentials(
+                vol_id, self.identity.host_nqn)
+        except SluiceError as exc:
+            if plan.auth != "none":
+                raise
+            log.warning("credentials not fetched; connecting without", volume_id=plan.volume_id, error=str(exc))
+            return None
+        log.info("connect credentials fetched", volume_id=plan.volume_id, mode=creds.mode)
+        return creds
 
     def _attach(self, spec: fabrics.ConnectSpec, ns_uuid: str) -> str:
         with devices.NamespaceWatch() as watch:

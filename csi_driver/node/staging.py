@@ -33,6 +33,7 @@ class StagingRecord:
     qos: dict = field(default_factory=dict)         # the limits to enforce (qos.* params form)
     mount_flags: tuple[str, ...] = ()               # the capability's (checked) mount flags
     diskseq: int = 0                                # the staged disk's diskseq (0: unknown)
+    auth: str = "none"                              # DH-HMAC-CHAP mode (the secrets are never kept)
 
     def with_publication(self, target: str, pod_uid: str = "") -> StagingRecord:
         pods = {**self.pods, target: pod_uid} if pod_uid else {k: v for k, v in self.pods.items() if k != target}

@@ -4,34 +4,24 @@ as an in-process backend. gRPC errors come back as the typed errors the agent ra
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
 from nvme_target.agent import convert as c
 from nvme_target.backend import Backend
+from nvme_target.dhchap import HostCredentials
 from nvme_target.model import (
     Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
 )
 from sluice_common.grpc_status import from_rpc_error
+from sluice_common.tlsfiles import TlsFiles
+
+__all__ = ["AgentClient", "TlsFiles"]
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
 
 DEFAULT_TIMEOUT = 300.0  # a create under load can take a while; the CO retries past this
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(root_certificates=self.ca.read_bytes(),
-                                            private_key=self.key.read_bytes(),
-                                            certificate_chain=self.cert.read_bytes())
 
 
 class AgentClient(Backend):
@@ -40,16 +30,37 @@ class AgentClient(Backend):
         """`endpoint`: "unix:/path/to.sock" or "host:port"."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self._channel = (grpc.secure_channel(endpoint, tls.credentials()) if tls
-                         else grpc.insecure_channel(endpoint))
+        self.tls = tls
+        self._lock = threading.Lock()
+        self._stamp: tuple = ()
+        self._previous: grpc.Channel | None = None  # kept open for streams still on it
+        self._channel = self._open()
         self._stub = target_pb2_grpc.TargetAgentStub(self._channel)
+
+    def _open(self) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(self.endpoint)
+        self._stamp = self.tls.stamp()
+        return grpc.secure_channel(self.endpoint, self.tls.credentials())
+
+    def stub(self) -> target_pb2_grpc.TargetAgentStub:
+        """The stub, on a new channel when the TLS files changed (a rotated Secret)."""
+        with self._lock:
+            if self.tls is not None and self.tls.stamp() != self._stamp:
+                if self._previous is not None:
+                    self._previous.close()
+                self._previous, self._channel = self._channel, self._open()
+                self._stub = target_pb2_grpc.TargetAgentStub(self._channel)
+            return self._stub
 
     def close(self) -> None:
         self._channel.close()
+        if self._previous is not None:
+            self._previous.close()
 
     def _call(self, method: str, request, timeout: float | None = None):
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            return getattr(self.stub(), method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -90,7 +101,7 @@ class AgentClient(Backend):
                       tick: float = 1.0) -> Iterator[Volume]:
         """The agent's WatchVolumes stream until `stop` is set (which cancels it at
         once). A typed error ends it when the agent goes away; the caller reconnects."""
-        stream = self._stub.WatchVolumes(pb.WatchVolumesRequest(volume_ids=list(volume_ids)))
+        stream = self.stub().WatchVolumes(pb.WatchVolumesRequest(volume_ids=list(volume_ids)))
         ended = threading.Event()
 
         def cancel_on_stop() -> None:
@@ -148,9 +159,13 @@ class AgentClient(Backend):
         req = pb.ExportVolumeRequest(volume_id=volume_id, hosts=list(hosts))
         return c.export(self._call("ExportVolume", req))
 
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
-        req = pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn, readonly=readonly)
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
+        req = pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn, readonly=readonly, auth=auth)
         return c.export(self._call("AddHost", req))
+
+    def host_credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        resp = self._call("GetHostCredentials", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn), timeout=30)
+        return HostCredentials(resp.mode or "none", resp.secret, resp.ctrl_secret)
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         resp = self._call("RemoveHost", pb.HostRequest(volume_id=volume_id, host_nqn=host_nqn))

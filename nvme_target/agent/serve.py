@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import structlog
 
 from csi_driver import __version__
 from nvme_target import metrics, portals
+from nvme_target.agent.authz import Authorizer
 from nvme_target.agent.server import TargetAgentServicer
 from nvme_target.backend import Backend
 from nvme_target.kernel_backend import KernelBackend
@@ -21,6 +21,7 @@ from nvme_target.model import TargetInfo
 from nvme_target.settings import AgentSettings
 from sluice_common import runner
 from sluice_common.metrics import serve as serve_metrics
+from sluice_common.tlsfiles import ServerTls
 from sluice_common.errors import FailedPrecondition, SluiceError
 from sluice_proto import target_pb2_grpc
 
@@ -89,7 +90,8 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     metrics.counted(metrics.RESTORES, backend.restore)
     # Each node holds one WatchVolumes stream (one worker thread while open); threads
     # are started on demand, so the ceiling costs nothing until nodes connect.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS),
+                         interceptors=[Authorizer(backend)])
     target_pb2_grpc.add_TargetAgentServicer_to_server(
         TargetAgentServicer(backend, target_info(settings, backend)), server)
     if settings.socket is not None:
@@ -112,10 +114,6 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
 
 
 def _server_credentials(settings: AgentSettings) -> grpc.ServerCredentials:
-    def read(path: Path | None) -> bytes:
-        assert path is not None
-        return path.read_bytes()
-
-    return grpc.ssl_server_credentials([(read(settings.tls_key), read(settings.tls_cert))],
-                                       root_certificates=read(settings.tls_client_ca),
-                                       require_client_auth=True)
+    """Re-read when the files change (a rotated Secret): sluice_common/tlsfiles.py."""
+    assert settings.tls_cert and settings.tls_key and settings.tls_client_ca
+    return ServerTls(settings.tls_cert, settings.tls_key, settings.tls_client_ca).credentials()

@@ -112,7 +112,13 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
 
     @translate
     def AddHost(self, request, context):
-        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn, request.readonly))
+        return c.export_pb(self.backend.add_host(request.volume_id, request.host_nqn, request.readonly,
+                                                 request.auth or "none"))
+
+    @translate
+    def GetHostCredentials(self, request, context):
+        creds = self.backend.host_credentials(request.volume_id, request.host_nqn)
+        return pb.HostCredentials(mode=creds.mode, secret=creds.secret, ctrl_secret=creds.ctrl_secret)
 
     @translate
     def RemoveHost(self, request, context):

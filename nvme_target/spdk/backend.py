@@ -42,6 +42,7 @@ from nvme_target.backend import Backend, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
 from nvme_target.model import Capacity, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.spdk.auth import SpdkKeys
 from nvme_target.spdk.exports import MODEL, SpdkExports
 from nvme_target.spdk.groups import SpdkGroups
 from nvme_target.spdk.limits import SpdkLimits
@@ -88,6 +89,7 @@ class SpdkBackend(SpdkExports, SpdkLimits, Backend):
         self._portals = portals
         self.rpc = rpc or SpdkRpc(config.socket)
         self.state = SpdkState(state_dir / "spdk-state.json")
+        self.keys = SpdkKeys(self.rpc, state_dir)
         self.overcommit_ratio = overcommit_ratio
         self.fill_marks = fill_marks or FillMarks()
         self.changes = ChangeFeed()

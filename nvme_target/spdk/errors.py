@@ -42,6 +42,9 @@ TABLE: list[tuple[str, int, str, type[SluiceError]]] = [
     # ambiguous: unknown subsystem/bdev/nsid/listener, bdev already exported, bad address
     (ANY, -32602, "Invalid parameters", InvalidArgument),
     (ANY, -32603, "spdk_json_decode_object failed", BackendFailure),  # client and target disagree
+    ("keyring_file_add_key", -1, ANY, FailedPrecondition),            # the key file is not 0600
+    ("keyring_file_remove_key", -126, ANY, NotFound),                  # Required key not available
+    ("nvmf_subsystem_set_keys", -22, ANY, NotFound),                   # the host is not on the subsystem
 ]
 
 

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+import structlog
+
 from nvme_target import naming, validate
 from nvme_target.backend import only
+from nvme_target.dhchap import HostCredentials
 from nvme_target.model import Export, Portal
 from sluice_common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MODEL = "Sluice"
+KEY_FIELDS = ("dhchap_key", "dhchap_ctrlr_key")
+log = structlog.get_logger(__name__)
 
 
 class SpdkExports:
@@ -27,22 +32,39 @@ class SpdkExports:
             self._limits_at_export(volume_id)
         return self._describe(volume_id, hosts)
 
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
         validate.host_nqn(host_nqn)
+        creds = HostCredentials.generate(auth)  # new keys at every publish (per volume and host here)
         with self._lock:
             hosts = self.state.exports.get(volume_id, frozenset()) | {host_nqn}
             ro = self.state.readonly.get(volume_id, frozenset()) - {host_nqn} | ({host_nqn} if readonly else set())
             self.get_volume(volume_id)
+            if creds.secret:
+                self.keys.secrets.put(volume_id, host_nqn, creds)  # desired state first: a replay restores it
+            else:
+                self.keys.secrets.drop(volume_id, host_nqn)
             self._export(volume_id, hosts)
             self.state.put_export(volume_id, hosts, frozenset(ro))
             self._limits_at_export(volume_id)
+            self.keys.prune()
+        log.info("host allowed", volume_id=volume_id, host_nqn=host_nqn, readonly=readonly, auth=auth)
         return self._describe(volume_id, hosts)
+
+    def host_credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        validate.volume_id(volume_id)
+        validate.host_nqn(host_nqn)
+        if host_nqn not in self.state.exports.get(volume_id, frozenset()):
+            raise NotFound(f"volume {volume_id} is not exported to host_nqn {host_nqn}")
+        return self.keys.secrets.get(volume_id, host_nqn) or HostCredentials()
 
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         with self._lock:
             if volume_id not in self.state.exports:
                 return None
-            return self.export_volume(volume_id, self.state.exports[volume_id] - {host_nqn})
+            export = self.export_volume(volume_id, self.state.exports[volume_id] - {host_nqn})
+            self.keys.secrets.drop(volume_id, host_nqn)
+            self.keys.prune()
+            return export
 
     def unexport_volume(self, volume_id: str) -> None:
         with self._lock:
@@ -52,6 +74,8 @@ class SpdkExports:
                 if self._subsystem(naming.subsystem_nqn(volume_id)) is not None:
                     raise  # it is there, so that was something else
             self.state.drop_export(volume_id)
+            self.keys.secrets.drop(volume_id)
+            self.keys.prune()
 
     def get_export(self, volume_id: str) -> Export | None:
         hosts = self.state.exports.get(volume_id)
@@ -102,10 +126,19 @@ class SpdkExports:
                 self.rpc.call("nvmf_subsystem_add_listener", nqn=nqn, listen_address={
                     "trtype": "TCP", "adrfam": "IPv6" if portal.adrfam == "ipv6" else "IPv4",
                     "traddr": portal.traddr, "trsvcid": portal.trsvcid})
-        allowed = {h["nqn"] for h in sub["hosts"]}
-        for host in sorted(hosts - allowed):
-            self.rpc.call("nvmf_subsystem_add_host", nqn=nqn, host=host)
-        for host in sorted(allowed - hosts):
+        self._hosts(vol_id, nqn, hosts, {h["nqn"]: h for h in sub["hosts"]})
+
+    def _hosts(self, vol_id: str, nqn: str, hosts: frozenset[str], allowed: Mapping[str, dict]) -> None:
+        """Exactly `hosts`, each with the DH-HMAC-CHAP keys it was published with."""
+        held = self.keys.held() if any(self.keys.secrets.get(vol_id, h) for h in hosts) else set()
+        for host in sorted(hosts):
+            keys = self.keys.wanted(vol_id, host, held)
+            have = allowed.get(host)
+            if have is None:
+                self.rpc.call("nvmf_subsystem_add_host", nqn=nqn, host=host, **keys)
+            elif {k: have[k] for k in KEY_FIELDS if have.get(k)} != keys:
+                self.rpc.call("nvmf_subsystem_set_keys", nqn=nqn, host=host, **keys)
+        for host in sorted(set(allowed) - hosts):
             self.rpc.call("nvmf_subsystem_remove_host", nqn=nqn, host=host)
 
     def _guard_uuid(self, ns_uuid: str, bdev_name: str) -> None:

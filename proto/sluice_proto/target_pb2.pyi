@@ -320,14 +320,26 @@ class ExportVolumeRequest(_message.Message):
     def __init__(self, volume_id: _Optional[str] = ..., hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HostRequest(_message.Message):
-    __slots__ = ("volume_id", "host_nqn", "readonly")
+    __slots__ = ("volume_id", "host_nqn", "readonly", "auth")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     HOST_NQN_FIELD_NUMBER: _ClassVar[int]
     READONLY_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
     volume_id: str
     host_nqn: str
     readonly: bool
-    def __init__(self, volume_id: _Optional[str] = ..., host_nqn: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
+    auth: str
+    def __init__(self, volume_id: _Optional[str] = ..., host_nqn: _Optional[str] = ..., readonly: _Optional[bool] = ..., auth: _Optional[str] = ...) -> None: ...
+
+class HostCredentials(_message.Message):
+    __slots__ = ("mode", "secret", "ctrl_secret")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CTRL_SECRET_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    secret: str
+    ctrl_secret: str
+    def __init__(self, mode: _Optional[str] = ..., secret: _Optional[str] = ..., ctrl_secret: _Optional[str] = ...) -> None: ...
 
 class ListExportsRequest(_message.Message):
     __slots__ = ("volume_ids", "filtered")

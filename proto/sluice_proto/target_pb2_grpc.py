@@ -159,6 +159,11 @@ class TargetAgentStub:
                 request_serializer=sluice__proto_dot_target__pb2.ListExportsRequest.SerializeToString,
                 response_deserializer=sluice__proto_dot_target__pb2.ListExportsResponse.FromString,
                 _registered_method=True)
+        self.GetHostCredentials = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/GetHostCredentials',
+                request_serializer=sluice__proto_dot_target__pb2.HostRequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.HostCredentials.FromString,
+                _registered_method=True)
 
 
 class TargetAgentServicer:
@@ -319,6 +324,14 @@ class TargetAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHostCredentials(self, request, context):
+        """The DH-HMAC-CHAP secrets host_nqn connects to volume_id with. A node may ask only
+        for its own host NQN (nvme_target/agent/authz.py); the answer is never logged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TargetAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -446,6 +459,11 @@ def add_TargetAgentServicer_to_server(servicer, server):
                     servicer.ListExports,
                     request_deserializer=sluice__proto_dot_target__pb2.ListExportsRequest.FromString,
                     response_serializer=sluice__proto_dot_target__pb2.ListExportsResponse.SerializeToString,
+            ),
+            'GetHostCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHostCredentials,
+                    request_deserializer=sluice__proto_dot_target__pb2.HostRequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.HostCredentials.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1123,6 +1141,33 @@ class TargetAgent:
             '/sluice.target.v1.TargetAgent/ListExports',
             sluice__proto_dot_target__pb2.ListExportsRequest.SerializeToString,
             sluice__proto_dot_target__pb2.ListExportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHostCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/GetHostCredentials',
+            sluice__proto_dot_target__pb2.HostRequest.SerializeToString,
+            sluice__proto_dot_target__pb2.HostCredentials.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,8 @@ from dataclasses import replace
 from datetime import datetime, UTC
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from nvme_target import groups, naming, validate
+from nvme_target import dhchap, groups, naming, validate
+from nvme_target.dhchap import HostCredentials
 from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
@@ -34,6 +35,7 @@ class MemoryBackend(Backend):
         self.exports: dict[str, frozenset[str]] = {}
         self.group_sizes: dict[str, int] = {}  # member snapshot id -> its group's size
         self.readonly: dict[str, frozenset[str]] = {}
+        self.credentials: dict[tuple[str, str], HostCredentials] = {}  # (volume, host) -> DH-HMAC-CHAP keys
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
         self.marks = FillMarks()
@@ -191,17 +193,28 @@ class MemoryBackend(Backend):
             self.exports[volume_id] = wanted
             return self._describe(volume_id)
 
-    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False) -> Export:
+    def add_host(self, volume_id: str, host_nqn: str, readonly: bool = False, auth: str = "none") -> Export:
         validate.host_nqn(host_nqn)
+        dhchap.check_mode(auth)
         with self._lock:
             self.get_volume(volume_id)
+            self.credentials[(volume_id, host_nqn)] = HostCredentials.generate(auth)
             self.exports[volume_id] = self.exports.get(volume_id, frozenset()) | {host_nqn}
             ro = self.readonly.get(volume_id, frozenset()) - {host_nqn}
             self.readonly[volume_id] = ro | ({host_nqn} if readonly else frozenset())
             return self._describe(volume_id)
 
+    def host_credentials(self, volume_id: str, host_nqn: str) -> HostCredentials:
+        validate.volume_id(volume_id)
+        validate.host_nqn(host_nqn)
+        with self._lock:
+            if host_nqn not in self.exports.get(volume_id, frozenset()):
+                raise NotFound(f"volume {volume_id} is not exported to host_nqn {host_nqn}")
+            return self.credentials.get((volume_id, host_nqn), HostCredentials())
+
     def remove_host(self, volume_id: str, host_nqn: str) -> Export | None:
         with self._lock:
+            self.credentials.pop((volume_id, host_nqn), None)
             if volume_id not in self.exports:
                 return None
             self.exports[volume_id] = self.exports[volume_id] - {host_nqn}
@@ -209,6 +222,7 @@ class MemoryBackend(Backend):
 
     def unexport_volume(self, volume_id: str) -> None:
         self.exports.pop(volume_id, None)
+        self.credentials = {k: v for k, v in self.credentials.items() if k[0] != volume_id}
         self.readonly.pop(volume_id, None)
 
     def get_export(self, volume_id: str) -> Export | None:

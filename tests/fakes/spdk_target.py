@@ -60,7 +60,11 @@ PARAMS = {
     "nvmf_get_subsystems": {"nqn", "tgt_name"},
     "nvmf_subsystem_add_ns": {"nqn", "namespace", "tgt_name"},
     "nvmf_subsystem_remove_ns": {"nqn", "nsid", "tgt_name"},
-    "nvmf_subsystem_add_host": {"nqn", "host", "tgt_name", "psk"},
+    "nvmf_subsystem_add_host": {"nqn", "host", "tgt_name", "psk", "dhchap_key", "dhchap_ctrlr_key"},
+    "nvmf_subsystem_set_keys": {"nqn", "host", "tgt_name", "dhchap_key", "dhchap_ctrlr_key"},
+    "keyring_file_add_key": {"name", "path"},
+    "keyring_file_remove_key": {"name"},
+    "keyring_get_keys": set(),
     "nvmf_subsystem_remove_host": {"nqn", "host", "tgt_name"},
     "nvmf_subsystem_add_listener": {"nqn", "listen_address", "tgt_name", "secure_channel"},
     "nvmf_subsystem_remove_listener": {"nqn", "listen_address", "tgt_name"},
@@ -155,6 +159,7 @@ class FakeSpdk:
         self.bases: dict[str, BaseBdev] = {}
         self.lvstores: dict[str, Lvstore] = {}
         self.subsystems: dict[str, dict] = {}
+        self.keyring: dict[str, dict] = {}  # name -> keyring_get_keys entry
         for disk in [d for d in self.disks if d.startswith("malloc:")]:
             del self.disks[disk]
         for lvs in self.disks.values():  # QoS limits live in memory only
@@ -441,14 +446,63 @@ class FakeSpdk:
         sub["namespaces"] = [n for n in sub["namespaces"] if n["nsid"] != nsid]
         return True
 
-    def nvmf_subsystem_add_host(self, nqn, host, **_):
+    def nvmf_subsystem_add_host(self, nqn, host, dhchap_key=None, dhchap_ctrlr_key=None, **_):
         sub = self.subsystems.get(nqn)
-        if sub is None:
-            raise RpcError(*INVALID_PARAMS)
+        if sub is None or not self._keys_known(dhchap_key, dhchap_ctrlr_key):
+            raise RpcError(*INVALID_PARAMS)  # the log: "Unable to find DH-HMAC-CHAP key: <name>"
         if any(h["nqn"] == host for h in sub["hosts"]):
             raise RpcError(*INTERNAL)
-        sub["hosts"].append({"nqn": host})
+        sub["hosts"].append(self._host_entry(host, dhchap_key, dhchap_ctrlr_key))
         return True
+
+    # Measured on the real v26.05 nvmf_tgt (the session of issue 17): a duplicate key name
+    # is -17 "File exists", a key file not 0600 is -1 "Operation not permitted", a missing
+    # one -2; removing an unknown key is -126 "Required key not available"; a key removed
+    # while a host holds it keeps working for that host; set_keys on a host the subsystem
+    # does not have is -22 "Invalid argument", without keys it clears them; the host
+    # entries of nvmf_get_subsystems name their keys.
+    def keyring_file_add_key(self, name, path):
+        if name in self.keyring:
+            raise RpcError(-17, "File exists")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise RpcError(-2, "No such file or directory") from None
+        if mode & 0o777 != 0o600:
+            raise RpcError(-1, "Operation not permitted")
+        self.keyring[name] = {"name": name, "module": "keyring_file", "removed": False, "probed": False,
+                              "refcnt": 1, "path": path}
+        return True
+
+    def keyring_file_remove_key(self, name):
+        if self.keyring.pop(name, None) is None:
+            raise RpcError(-126, "Required key not available")
+        return True
+
+    def keyring_get_keys(self):
+        return [dict(k) for k in self.keyring.values()]
+
+    def nvmf_subsystem_set_keys(self, nqn, host, dhchap_key=None, dhchap_ctrlr_key=None, tgt_name=None):
+        sub = self.subsystems.get(nqn)
+        if sub is None or not any(h["nqn"] == host for h in sub["hosts"]):
+            raise RpcError(-22, "Invalid argument")
+        if not self._keys_known(dhchap_key, dhchap_ctrlr_key):
+            raise RpcError(-22, "Invalid argument")
+        sub["hosts"] = [self._host_entry(host, dhchap_key, dhchap_ctrlr_key) if h["nqn"] == host else h
+                        for h in sub["hosts"]]
+        return True
+
+    def _keys_known(self, *names) -> bool:
+        return all(n is None or n in self.keyring for n in names)
+
+    @staticmethod
+    def _host_entry(host, key, ctrlr_key) -> dict:
+        entry = {"nqn": host}
+        if key:
+            entry["dhchap_key"] = key
+        if ctrlr_key:
+            entry["dhchap_ctrlr_key"] = ctrlr_key
+        return entry
 
     def nvmf_subsystem_remove_host(self, nqn, host, tgt_name=None):
         sub = self.subsystems.get(nqn)

@@ -70,15 +70,16 @@ class AgentProcess(_Process):
     name = "target agent"
 
     def __init__(self, workdir: Path, vg: str, pool: str, pv: str, portal: str = "lo:4420",
-                 target_id: str = "lab-target", zone: str = "lab", metrics_port: int = 0) -> None:
-        """`metrics_port`: serve /metrics on 127.0.0.1:PORT (0: off)."""
+                 target_id: str = "lab-target", zone: str = "lab", metrics_port: int = 0,
+                 extra: list[str] = ()) -> None:
+        """`metrics_port`: serve /metrics on 127.0.0.1:PORT (0: off); `extra`: more agent flags."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "agent.sock"
         super().__init__([sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", pv,
                           "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
                           "--portal", portal, "--target-id", target_id,
                           "--topology", f"csi.sluice.dev/zone={zone}", "--overcommit-ratio", "2",
-                          *_metrics_flags(metrics_port)],
+                          *_metrics_flags(metrics_port), *extra],
                          workdir / "agent.log")
         self.target_id, self.zone = target_id, zone
         self.client = AgentClient(f"unix:{self.socket}", timeout=300)
@@ -107,13 +108,16 @@ class ControllerProcess(_Process):
 
     def __init__(self, workdir: Path, agents: list[AgentProcess], extra: list[str] = (),
                  metrics_port: int = 0) -> None:
-        """`extra`: more controller flags (e.g. --target-read-timeout)."""
+        """`extra`: more controller flags (e.g. --target-read-timeout). The lab's node
+        plugins run mostly without --targets-config, so volumes are published without
+        DH-HMAC-CHAP unless `extra` asks (tests/lab/test_dhchap.py does)."""
         workdir.mkdir(parents=True, exist_ok=True)
         config = workdir / "targets.json"
         config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "controller",
-                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config), *extra,
+                          "--endpoint", f"unix://{self.endpoint}", "--targets-config", str(config),
+                          *NO_AUTH, *extra,
                           *_metrics_flags(metrics_port)],
                          workdir / "controller.log")
         self.channel: grpc.Channel | None = None
@@ -128,11 +132,11 @@ class NodeProcess(_Process):
     name = "csi node plugin"
 
     def __init__(self, workdir: Path, zone: str = "lab", agents: list[AgentProcess] = (),
-                 cgroup_root: Path | None = None, metrics_port: int = 0) -> None:
-        """`agents`: watched for live limit changes (--targets-config)."""
+                 cgroup_root: Path | None = None, metrics_port: int = 0, extra: list[str] = ()) -> None:
+        """`agents`: watched for live limit changes (--targets-config); `extra`: more flags."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.endpoint = workdir / "csi.sock"
-        extra = []
+        extra = list(extra)
         if agents:
             config = workdir / "targets.json"
             config.write_text(json.dumps({"targets": [a.config_entry() for a in agents]}))
@@ -145,6 +149,7 @@ class NodeProcess(_Process):
                           "--node-state-dir", str(workdir / "state"),
                           "--node-topology", f"csi.sluice.dev/zone={zone}", *extra],
                          workdir / "node.log")
+        self.workdir = workdir
 
     def ready(self) -> bool:
         return csi_probe(self.endpoint)
@@ -156,18 +161,22 @@ class AllInOneProcess(_Process):
     name = "all-in-one driver"
 
     def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda", extra: list[str] = ()) -> None:
-        """`extra`: more driver flags (e.g. --max-volumes-per-node)."""
+        """`extra`: more driver flags (e.g. --max-volumes-per-node); DH-HMAC-CHAP only
+        when they ask (--default-nvme-auth), as for ControllerProcess."""
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "all",
                           "--endpoint", f"unix://{self.endpoint}", "--target-vg", vg, "--target-pool", pool,
                           "--target-pv", pv, "--target-state-dir", str(workdir / "target"),
                           "--target-topology", "csi.sluice.dev/zone=solo",
                           "--nvme-config-dir", str(workdir / "nvme"), "--node-state-dir", str(workdir / "node"),
-                          "--node-topology", "csi.sluice.dev/zone=solo", *extra],
+                          "--node-topology", "csi.sluice.dev/zone=solo", *NO_AUTH, *extra],
                          workdir / "all.log")
 
     def ready(self) -> bool:
         return csi_probe(self.endpoint)
+
+
+NO_AUTH = ("--default-nvme-auth", "none")  # the last flag given wins: `extra` may override it
 
 
 def _metrics_flags(port: int) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nvme_target.model import Source
+from tests.contract.auth_contract import AuthContract
 from tests.contract.backend_contract import BackendContract, GroupSnapshotContract
 from tests.lab.kernel import (
     NVMET, connect, controllers_for, disconnect, lvm, lvs_json, new_host_nqn, read_block, wait_for,
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.lab
 MiB = 1 << 20
 
 
-class TestKernelBackendContract(BackendContract, GroupSnapshotContract):
+class TestKernelBackendContract(BackendContract, GroupSnapshotContract, AuthContract):
     @pytest.fixture
     def backend(self, kernel_backend):
         return kernel_backend

@@ -9,6 +9,7 @@ from nvme_target.agent.client import AgentClient
 from nvme_target.agent.serve import start
 from nvme_target.settings import AgentSettings
 from sluice_common.errors import InUse
+from tests.contract.auth_contract import AuthContract
 from tests.contract.backend_contract import BackendContract, GroupSnapshotContract
 from tests.fakes.memory_backend import MemoryBackend
 
@@ -30,7 +31,7 @@ def served(tmp_path):
     server.stop(grace=None)
 
 
-class TestAgentOverGrpc(BackendContract, GroupSnapshotContract):
+class TestAgentOverGrpc(BackendContract, GroupSnapshotContract, AuthContract):
     @pytest.fixture
     def backend(self, served):
         return served[1]

@@ -1,5 +1,6 @@
-"""The agent over TCP with TLS: a controller with a client certificate signed by the
-configured CA gets in; one without a certificate, or without TLS, does not."""
+"""The agent over TCP with TLS: a controller (O=sluice, OU=controller) with a client
+certificate signed by the configured CA gets in; one without a certificate, or without
+TLS, does not."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def make_pki(d: Path) -> dict[str, Path]:
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sluice-test-ca",
             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
     for name, san in (("server", "IP:127.0.0.1"), ("client", "DNS:controller")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        subject = "/O=sluice/OU=controller/CN=client" if name == "client" else f"/CN={name}"
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
                 "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))
         (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
         openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"),

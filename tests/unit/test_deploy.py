@@ -42,7 +42,14 @@ RULE_FIELDS = {"alert", "record", "expr", "for", "labels", "annotations"}
 OVERLAYS = sorted(p.parent for p in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
 COMPONENTS = sorted(p.parent for p in (DEPLOY / "components").glob("*/kustomization.yaml"))
 # made by the operator before the first apply (README, "Install"), never by deploy/
-PREREQUISITE_SECRETS = {"sluice-agent-server", "sluice-agent-client"}
+PREREQUISITE_SECRETS = {"sluice-agent-server", "sluice-controller-client", "sluice-node-client"}
+# cert-manager.io/v1 (deploy/cert-manager) is not a built-in schema: the fields Sluice uses,
+# from cert-manager's API reference
+CERT_MANAGER_SPECS = {
+    "Issuer": {"selfSigned", "ca"},
+    "Certificate": {"secretName", "commonName", "subject", "isCA", "ipAddresses", "dnsNames", "uris", "usages",
+                    "duration", "renewBefore", "privateKey", "issuerRef"},
+}
 # nor is the group snapshot one: groupsnapshot.storage.k8s.io/v1 VolumeGroupSnapshotClass,
 # served (next to v1beta2) by the CRDs of external-snapshotter v8.6.0, the pinned sidecar
 GROUP_SNAPSHOT_CLASS_API = "groupsnapshot.storage.k8s.io/v1"
@@ -52,7 +59,7 @@ def documents() -> list[tuple[str, dict]]:
     """The plain manifests: base, examples and monitoring (overlays and components hold patches)."""
     docs = []
     for path in sorted([*(DEPLOY / "base").glob("*.yaml"), *(DEPLOY / "examples").glob("*.yaml"),
-                        *(DEPLOY / "monitoring").glob("*.yaml")]):
+                        *(DEPLOY / "monitoring").glob("*.yaml"), *(DEPLOY / "cert-manager").glob("*.yaml")]):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 docs.append((str(path.relative_to(ROOT)), doc))
@@ -108,6 +115,10 @@ def test_every_manifest_is_valid_kubernetes(where, doc):
     if doc["kind"] in MONITORING_SPECS:
         check_monitoring(doc)
         return
+    if doc["kind"] in CERT_MANAGER_SPECS:
+        assert doc["apiVersion"] == "cert-manager.io/v1" and set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+        assert set(doc["spec"]) <= CERT_MANAGER_SPECS[doc["kind"]], doc["spec"]
+        return
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
@@ -145,7 +156,7 @@ def test_every_pod_monitor_scrapes_a_named_port_of_a_sluice_pod():
 
 
 def test_the_kustomization_lists_every_base_manifest():
-    for folder in ("base", "monitoring"):
+    for folder in ("base", "monitoring", "cert-manager"):
         kustomization = yaml.safe_load((DEPLOY / folder / "kustomization.yaml").read_text())
         files = sorted(p.name for p in (DEPLOY / folder).glob("*.yaml") if p.name != "kustomization.yaml")
         assert kustomization["resources"] == files
@@ -467,3 +478,16 @@ def test_the_agent_serves_on_one_portal_and_one_listen_address(renders):
         on_iface = any(e["name"] == "STORAGE_IFACE" for e in container.get("env", []))
         var = "STORAGE_IFACE" if on_iface else "HOST_IP"
         assert portal == [f"--portal=$({var}):4420"] and listen == [f"--listen=$({var}):7443"], where
+
+
+def test_cert_manager_issues_the_secrets_sluice_certs_writes_with_the_same_roles():
+    from sluice_common import certs
+
+    issued = {d["spec"]["secretName"]: d["spec"] for _, d in DOCS
+              if d["kind"] == "Certificate" and not d["spec"].get("isCA")}
+    shipped = {r.secret: r for r in certs.roles()}
+    assert set(issued) == set(shipped) == PREREQUISITE_SECRETS
+    for name, spec in issued.items():
+        assert spec["subject"] == {"organizations": ["sluice"], "organizationalUnits": [shipped[name].role]}
+        assert spec["usages"][0] == ("server auth" if shipped[name].server else "client auth")
+        assert spec["issuerRef"]["name"] == "sluice-ca"

@@ -18,6 +18,7 @@ from nvme_target.spdk.rpc import SpdkRpc
 from sluice_common.errors import (
     AlreadyExists, BackendFailure, FailedPrecondition, InUse, InvalidArgument, NoSpace, NotFound, Unavailable,
 )
+from tests.contract.auth_contract import AuthContract
 from tests.contract.backend_contract import HOST_A, HOST_B, MiB, BackendContract
 from tests.fakes import spdk_real
 from tests.fakes.spdk_real import free_port, make_server
@@ -64,7 +65,7 @@ def exists(server, bdev: str) -> bool:
         return False
 
 
-class TestSpdkBackendContract(BackendContract):
+class TestSpdkBackendContract(BackendContract, AuthContract):
     pass
 
 

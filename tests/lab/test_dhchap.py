@@ -200,3 +200,25 @@ def test_the_node_fetches_its_credentials_over_its_own_certificate(thin_pool, tm
             proc.stop()
         agent.empty()
         agent.stop()
+
+
+def test_a_kernel_without_target_auth_refuses_the_publish_and_changes_nothing(kernel_backend):
+    """On a kernel without CONFIG_NVME_TARGET_AUTH (bookworm's 6.1) an authenticated publish
+    is FAILED_PRECONDITION naming nvme.auth, and no host, subsystem or secret is left; on
+    one with it (6.12) the same publish works. Either way never a silent downgrade."""
+    b = kernel_backend
+    host = new_host_nqn()
+    vol = b.create_volume("pvc-auth-kernel", 64 * MiB)
+    probe = Path("/sys/kernel/config/nvmet/hosts") / host
+    probe.mkdir()
+    supported = (probe / "dhchap_key").exists()
+    probe.rmdir()
+    if supported:
+        b.add_host(vol.id, host, auth="unidirectional")
+        assert b.host_credentials(vol.id, host).secret
+        assert (probe / "dhchap_key").read_text().strip() == b.host_credentials(vol.id, host).secret
+        return
+    with pytest.raises(FailedPrecondition, match="nvme.auth: none"):
+        b.add_host(vol.id, host, auth="unidirectional")
+    assert not probe.exists() and b.get_export(vol.id) is None
+    assert not (b.exporter.secrets.path.exists() and b.exporter.secrets.all())

@@ -2,7 +2,9 @@
 the controller may do everything; a node only watches the volumes exported to it and
 fetches its own connect credentials; a node certificate bound to a host NQN acts only
 for that NQN; other roles and certificates without a role get PERMISSION_DENIED. The
-TLS files are re-read when they change: a rotation under a live stream."""
+TLS files are re-read when they change: a rotation under a live stream. Every test runs
+on the in-memory backend and on the SPDK backend (its fake nvmf_tgt, or a real one with
+SLUICE_SPDK_NVMF_TGT): the node checks ask the backend who a volume is exported to."""
 
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from sluice_common import certs
 from sluice_common.errors import PermissionDenied, Unavailable
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
+from tests.fakes.spdk_real import make_server
 from tests.unit.test_agent_tls import _Backend, free_port
+from tests.unit.test_spdk_backend import make_backend
 
 NQN1 = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001"
 NQN2 = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000002"
@@ -50,8 +54,22 @@ def _roleless(pki: Path) -> None:
     (pki / "roleless.key").write_bytes(certs._key_pem(key))
 
 
+@pytest.fixture(params=["memory", "spdk"])
+def backend(request, tmp_path):
+    if request.param == "memory":
+        yield _Backend()
+        return
+    (tmp_path / "spdk").mkdir()
+    server = make_server(tmp_path / "spdk")
+    made: list = []
+    yield make_backend(server, tmp_path, made)
+    for b in made:
+        b.close()
+    server.stop()
+
+
 @pytest.fixture
-def agent(tmp_path):
+def agent(tmp_path, backend):
     pki = tmp_path / "pki"
     made = certs.make(pki, ["127.0.0.1"], 1, [NQN1])
     bound = next(r.file for r in made if r.host_nqn)
@@ -61,7 +79,6 @@ def agent(tmp_path):
     port = free_port()
     settings = AgentSettings(socket=None, listen=f"127.0.0.1:{port}", tls_cert=pki / "agent.crt",
                              tls_key=pki / "agent.key", tls_client_ca=pki / "ca.crt").validate()
-    backend = _Backend()
     server = start(settings, backend)
     clients: list[AgentClient] = []
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import uuid
 from pathlib import Path
 
 import grpc
@@ -49,7 +48,7 @@ MiB = 1 << 20
 def spec(export, host_nqn: str, secret: str = "", ctrl_secret: str = "", loss: int = 5) -> fabrics.ConnectSpec:
     portal = export.portals[0]
     return fabrics.ConnectSpec(export.subsystem_nqn, (fabrics.Portal(portal.traddr, portal.trsvcid),), host_nqn,
-                               str(uuid.uuid4()), ctrl_loss_tmo=loss, reconnect_delay=1, nr_io_queues=1,
+                               host_nqn.rsplit(":", 1)[1], ctrl_loss_tmo=loss, reconnect_delay=1, nr_io_queues=1,
                                dhchap_secret=secret, dhchap_ctrl_secret=ctrl_secret)
 
 

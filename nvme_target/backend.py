@@ -29,6 +29,7 @@ def only(exports: Iterable[Export], volume_ids: Collection[str] | None) -> list[
 
 
 class Backend(abc.ABC):
+    protection = None  # latency protection's loop when one is attached (agent/protection.py: attach)
     changes: ChangeFeed  # bumped by every set_qos and condition change; each backend creates its own
 
     # ----------------------------------------------------------------- volumes
@@ -76,6 +77,8 @@ class Backend(abc.ABC):
         the agent's protection loop), never polls storage. `decorate` adds what the
         backend does not know (the agent's dynamic ceiling)."""
         sent: dict[str, tuple] = {}
+        if decorate is None and self.protection is not None:
+            decorate = self.protection.decorate
         seen = -1
         while not stop.is_set():
             version = self.changes.version if seen < 0 else self.changes.wait(seen, tick)
@@ -93,10 +96,12 @@ class Backend(abc.ABC):
                     sent[volume_id] = (vol.qos, vol.condition, vol.ceiling)
                     yield vol
 
-    def report_io(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:  # noqa: B027
+    def report_io(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:
         """Latency protection: a node's measurements of its published volumes (backend
-        ids). The control loop runs in the agent (nvme_target/agent/protection.py); a
-        backend used without one ignores them."""
+        ids), for the control loop attached as `protection` (nvme_target/agent/protection.py:
+        the agent's, or the all-in-one driver's); without one they are ignored."""
+        if self.protection is not None:
+            self.protection.report(host_nqn, reports)
 
     def apply_ceiling(self, volume_id: str, ceiling: QoS | None) -> None:  # noqa: B027
         """Enforce a dynamic ceiling (None: none) on the target too, where the backend

@@ -40,6 +40,15 @@ class Protection:
     def start(self, tick: float = TICK) -> threading.Event:
         return loops.every(tick, self.step, "protection")
 
+    @classmethod
+    def attach(cls, backend: Backend, tick: float = TICK) -> Protection:
+        """A running loop for `backend`, which then takes reports and decorates its watches
+        itself (how the all-in-one driver's in-process target gets one)."""
+        protection = cls(backend)
+        backend.protection = protection
+        protection.start(tick)
+        return protection
+
     def report(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:
         now = self.clock()
         with self._lock:

@@ -91,7 +91,7 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     # Each node holds one WatchVolumes stream (one worker thread while open); threads
     # are started on demand, so the ceiling costs nothing until nodes connect.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS))
-    protection = Protection(backend)
+    protection = Protection.attach(backend)
     target_pb2_grpc.add_TargetAgentServicer_to_server(
         TargetAgentServicer(backend, target_info(settings, backend), protection), server)
     if settings.socket is not None:
@@ -107,7 +107,6 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     server.start()
     if settings.socket is not None:
         os.chmod(settings.socket, 0o660)
-    protection.start()
     serve_metrics(settings.metrics_bind, settings.metrics_port,
                   [metrics.agent_collector(backend, settings), ProtectionCollector(protection, settings.target_id)])
     log.info("target agent serving", target_id=settings.target_id, socket=str(settings.socket),

@@ -248,3 +248,43 @@ def test_agent_loop_sends_ceilings_on_the_watch_stream_and_fails_open():
     protection.step()
     assert next(stream).ceiling is None
     stop.set()
+
+
+def test_an_attached_loop_takes_reports_and_decorates_watches_on_the_backend_itself():
+    backend = MemoryBackend()
+    inf, ckpt = backend.create_volume("inf", 1 << 20), backend.create_volume("ckpt", 1 << 20)
+    backend.set_qos(inf.id, INF)
+    backend.set_qos(ckpt.id, CKPT)
+    protection = Protection.attach(backend, tick=0.05)
+    stop = threading.Event()
+    stream = backend.watch_volumes([ckpt.id], stop, tick=0.05)
+    assert next(stream).ceiling is None
+    backend.report_io("nqn.node", {inf.id: IoReport(4000, 2e6, 500), ckpt.id: IoReport(9000, 100 * MiB, 800)})
+    assert next(stream).ceiling.write_bps <= 25 * MiB  # the loop ran on its own thread
+    assert protection.loop.ceilings
+    stop.set()
+
+
+def test_the_node_watch_applies_ceilings_and_drops_them_when_the_target_goes_away():
+    from csi_driver import ids
+    from csi_driver.node.limits_watch import LimitsWatch
+    from csi_driver.targets import Target, TargetConfig, Targets
+    from sluice_common.errors import Unavailable
+
+    backend = MemoryBackend()
+    ckpt = backend.create_volume("ckpt", 1 << 20)
+    backend.set_qos(ckpt.id, CKPT)
+    ceiling = QoS(read_bps=5, write_bps=5)
+    calls = []
+
+    class Flaky(MemoryBackend):
+        def watch_volumes(self, volume_ids, stop, tick=1.0, decorate=None):
+            yield Volume(ckpt.id, "ckpt", 1, qos=CKPT, ceiling=ceiling, ceiling_reason="decrease x0.50: why")
+            raise Unavailable("agent gone")
+
+    flaky = Flaky()
+    volume_id = ids.join("t", ckpt.id)
+    watch = LimitsWatch(Targets([Target(TargetConfig("t"), flaky)]), lambda: [volume_id], lambda *a: None,
+                        on_ceiling=lambda *a: calls.append(a))
+    watch._stream(next(iter(watch.targets)))
+    assert calls == [(volume_id, ceiling, "decrease x0.50: why"), (volume_id, None, "")]

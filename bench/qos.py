@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,8 +92,10 @@ class Bench:
         inf_proc = logged_inference(self.inf_pod, self.inf.target, LEAD + SECONDS + 1, inf_log, "--size=256M")
         time.sleep(LEAD)
         burst = logged_burst(self.ckpt_pod, self.ckpt.target, SECONDS, ckpt_log)
+        ceilings = _Sampler(lambda: _wbps(self.ckpt_pod, _device_of(self.ckpt)))
         seen = self._protection_midway()
         ckpt_job, _ = finished(burst), finished(inf_proc)
+        ceilings.stop.set()
         log, start = clat_log(inf_log), first_issue_ms(clat_log(ckpt_log))
         end = start + SECONDS * 1000
         window = sorted(lat for t, lat in log if start <= t < end)
@@ -102,6 +106,9 @@ class Bench:
             out["first_under_s"] = _first_under(log, start, end, self.objective_p99)
         if seen:
             out["protection"] = seen
+        walls = [v for _, v in ceilings.seen if v is not None]
+        out["io_max_wbps_seen"] = {"samples": len(ceilings.seen), "with_wbps": len(walls),
+                                   "min": min(walls, default=None), "max": max(walls, default=None)}
         for suffix in ("clat", "lat", "slat"):
             for prefix in (inf_log, ckpt_log):
                 Path(f"{prefix}_{suffix}.1.log").unlink(missing_ok=True)
@@ -114,16 +121,47 @@ class Bench:
 
     def round(self, results: dict[int, list]) -> None:
         self.mode("uncapped")
-        results[1].append(self.alone())
+        self._record(results, 1, self.alone())
         if not self.objective_p99:
             self.objective_p99 = GOAL * results[1][0]["p99_us"]
-        results[2].append(self.ckpt_alone())
-        results[3].append(self.both("p3"))
+        self._record(results, 2, self.ckpt_alone())
+        self._record(results, 3, self.both("p3"))
         self.mode("static")
-        results[4].append(self.both("p4"))
+        self._record(results, 4, self.both("p4"))
         self.mode("protect")
-        results[5].append(self.both("p5"))
-        results[6].append(self.ckpt_alone())
+        self._record(results, 5, self.both("p5"))
+        released = time.monotonic()  # inference is idle now: the ceiling goes (work conserving)
+        wait_for(lambda: _wbps(self.ckpt_pod, _device_of(self.ckpt)) is None, 30, "the ceiling released",
+                 interval=0.1)
+        self._record(results, 6, self.ckpt_alone() | {"released_after_s": round(time.monotonic() - released, 2)})
+
+    @staticmethod
+    def _record(results: dict[int, list], phase: int, figures: dict) -> None:
+        results[phase].append(figures)
+        shown = {k: round(v) if isinstance(v, float) and v > 10 else v for k, v in figures.items() if k != "protection"}
+        print(f"round {len(results[phase])} phase {phase} ({PHASES[phase]}): {shown}", flush=True)
+
+
+class _Sampler:
+    """read() every 0.2 s on a thread until `stop` is set: [(monotonic time, value)]."""
+
+    def __init__(self, read) -> None:
+        self.seen: list[tuple[float, object]] = []
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, args=(read,), daemon=True).start()
+
+    def _run(self, read) -> None:
+        while not self.stop.wait(0.2):
+            self.seen.append((time.monotonic(), read()))
+
+
+def _wbps(pod: Pod, device: str) -> int | None:
+    """The wbps of the pod's io.max line for the device (None: none)."""
+    for pair in pod.io_max(device).split()[1:]:
+        key, _, value = pair.partition("=")
+        if key == "wbps" and value != "max":
+            return int(value)
+    return None
 
 
 def _first_under(log, start: float, end: float, objective: float) -> float | None:
@@ -222,6 +260,9 @@ def main() -> int:
     print_report(results)
     if os.environ.get("LAB_OUT"):
         Path(os.environ["LAB_OUT"], "bench-qos.json").write_text(json.dumps(results, indent=1))
+        for log in (work / "agent" / "agent.log", work / "node" / "node.log"):
+            if log.exists():
+                shutil.copy(log, Path(os.environ["LAB_OUT"], f"bench-qos-{log.name}"))
     return 0
 
 
@@ -262,6 +303,12 @@ def print_report(r: dict) -> None:
           f"{', '.join('never' if x is None else f'{x:.1f} s' for x in rec)}   (goal <= 2 s)")
     print(f"  phase 5, first 1 s window back under it ends at: "
           f"{', '.join('never' if x is None else f'{x:.1f} s' for x in first)}")
+    seen5 = [x.get("io_max_wbps_seen", {}) for x in ph[5]]
+    print("  phase 5, checkpoint io.max wbps (dynamic ceiling) sampled every 0.2 s: " + "; ".join(
+        f"{s.get('with_wbps', 0)}/{s.get('samples', 0)} samples, "
+        f"{(s.get('min') or 0) / MiB:.1f}-{(s.get('max') or 0) / MiB:.1f} MiB/s" for s in seen5))
+    print("  phase 6, ceiling released after inference stopped: "
+          + ", ".join(f"{x.get('released_after_s', float('nan')):.1f} s" for x in ph[6]))
     if "knobs" in r:
         print("  static cap accuracy (direct I/O, fio qd16, 6 s):")
         for k in r["knobs"]:

@@ -100,6 +100,7 @@ class Protector:
     baselines: dict[str, float] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # the last change's reason per bulk volume
+    decided_at: float = -1.0  # arrival of the newest protected report acted on
 
     def report(self, volume_id: str, sample: Sample) -> None:
         self.samples[volume_id] = sample
@@ -114,8 +115,12 @@ class Protector:
         verdicts = [self._judge(vid, now, p) for vid, p in sorted(policies.items()) if p.qos_class == LATENCY]
         self.verdicts = {v.volume_id: v for v in verdicts}
         active = [v for v in verdicts if v.state in ("breach", "calm", "hold")]
-        breach = next((v for v in active if v.state == "breach"), None)
-        calm = bool(active) and all(v.state == "calm" for v in active)
+        newest = max((self.samples[v.volume_id].at for v in active), default=0.0)
+        fresh_news = newest > self.decided_at  # act once per report, not once per tick
+        if fresh_news:
+            self.decided_at = newest
+        breach = next((v for v in active if v.state == "breach"), None) if fresh_news else None
+        calm = fresh_news and bool(active) and all(v.state == "calm" for v in active)
         changes = {}
         for vid, policy in sorted(policies.items()):
             if policy.qos_class == BULK or vid in self.ceilings:
@@ -132,14 +137,14 @@ class Protector:
         sample = self._fresh(vid, now)
         if sample is None:
             return Verdict(vid, 0.0, policy.latency_target_us, "stale")
-        if sample.iops < IDLE_IOPS:
-            return Verdict(vid, sample.latency_us, policy.latency_target_us, "idle")
         objective = self._objective(vid, policy)
-        if objective is None:
+        if objective is not None and sample.latency_us > objective:
+            state = "breach"  # even with few I/Os: a stalled reader completes few
+        elif sample.iops < IDLE_IOPS:
+            return Verdict(vid, sample.latency_us, objective, "idle")
+        elif objective is None:
             self.baselines[vid] = sample.latency_us
             return Verdict(vid, sample.latency_us, None, "learning")
-        if sample.latency_us > objective:
-            state = "breach"
         elif sample.latency_us <= objective * CALM_FRACTION:
             state = "calm"
         else:

@@ -43,17 +43,23 @@ class Counters:
     ios: int
     ticks_ms: int
     bytes: int
+    busy_ms: int = 0  # time the device had I/O in flight
 
     @classmethod
     def of(cls, stat: list[int], at: float) -> Counters:
-        return cls(at, stat[0] + stat[4], stat[3] + stat[7], (stat[2] + stat[6]) * SECTOR)
+        return cls(at, stat[0] + stat[4], stat[3] + stat[7], (stat[2] + stat[6]) * SECTOR, stat[9])
 
     def since(self, before: Counters) -> IoReport | None:
-        """The window from `before` to this; None when the counters went back (a new device)."""
+        """The window from `before` to this; None when the counters went back (a new device).
+        A window in which I/O was in flight but none completed reports the time it was in
+        flight as its latency (a lower bound: a stalled reader is not idle)."""
         span, ios = self.at - before.at, self.ios - before.ios
         if span <= 0 or ios < 0 or self.bytes < before.bytes:
             return None
-        latency = (self.ticks_ms - before.ticks_ms) * 1000.0 / ios if ios else 0.0
+        if ios:
+            latency = (self.ticks_ms - before.ticks_ms) * 1000.0 / ios
+        else:
+            latency = max(0, self.busy_ms - before.busy_ms) * 1000.0
         return IoReport(latency, (self.bytes - before.bytes) / span, ios / span)
 
 
@@ -103,7 +109,7 @@ class IoReporter:
         for record in self.records():
             ns = by_uuid.get(record.ns_uuid)
             stat = disk_stat(ns.device) if ns else []
-            if len(stat) < 8:
+            if len(stat) < 10:
                 self._before.pop(record.volume_id, None)
                 continue
             counters = Counters.of(stat, now)

@@ -54,6 +54,10 @@ def stack(thin_pool, tmp_path):
             if proc is agent and agent.proc is not None and agent.proc.poll() is None:
                 agent.empty()
             proc.stop()
+        for proc in started:  # the loop's story, for a failure (pytest -s)
+            lines = [ln for ln in proc.log.read_text().splitlines()
+                     if "dynamic ceiling" in ln or "rror" in ln or "failed" in ln]
+            print(f"--- {proc.log}: {len(lines)} lines\n" + "\n".join(lines[:15] + ["..."] + lines[-25:]))
 
 
 def ceiling_wbps(pod, device: str) -> int | None:

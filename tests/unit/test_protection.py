@@ -288,3 +288,26 @@ def test_the_node_watch_applies_ceilings_and_drops_them_when_the_target_goes_awa
                         on_ceiling=lambda *a: calls.append(a))
     watch._stream(next(iter(watch.targets)))
     assert calls == [(volume_id, ceiling, "decrease x0.50: why"), (volume_id, None, "")]
+
+
+def test_one_report_is_acted_on_once_however_often_the_loop_ticks():
+    loop = Protector()
+    feed(loop, 0, 1500)
+    loop.tick(0.0, {"inf": INF, "ckpt": CKPT})
+    assert loop.tick(0.25, {"inf": INF, "ckpt": CKPT}) == {}
+    assert loop.ceilings["ckpt"].bps == 50 * MiB
+
+
+def test_a_stalled_protected_reader_is_a_breach_not_idle():
+    loop = Protector()
+    loop.report("inf", Sample(400_000, 0, 0, 0))  # nothing completed, I/O in flight the whole window
+    loop.report("ckpt", Sample(5000, 100 * MiB, 800, 0))
+    assert loop.tick(0, {"inf": INF, "ckpt": CKPT})["ckpt"][0] == "decrease"
+    loop.report("inf", Sample(300, 4096, 1, 1))  # a trickle at a good latency: idle
+    assert loop.tick(1, {"inf": INF, "ckpt": CKPT})["ckpt"][0] == "release"
+
+
+def test_a_window_with_io_in_flight_but_none_completed_reports_the_time_in_flight():
+    before = Counters.of([10, 0, 80, 5, 0, 0, 0, 0, 1, 100, 0], 0.0)
+    stalled = Counters.of([10, 0, 80, 5, 0, 0, 0, 0, 1, 550, 0], 0.5)
+    assert stalled.since(before) == IoReport(450_000.0, 0.0, 0.0)

@@ -44,6 +44,7 @@ CALM_FRACTION = 0.8       # calm below this fraction of the objective
 BASELINE_RISE = 0.05      # how fast the baseline follows a calm latency upwards, per tick
 STALE_AFTER = 3.0         # seconds without a report: that node is gone (fail open)
 IDLE_IOPS = 5.0           # below this a volume is idle: no signal, no squeeze
+IDLE_GRACE = 2.0          # seconds a protected volume must stay idle before its squeeze ends
 DEFAULT_FLOOR_BPS = 1 << 20
 DEFAULT_FLOOR_IOPS = 16
 
@@ -101,12 +102,13 @@ class Protector:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)  # the last change's reason per bulk volume
     decided_at: float = -1.0  # arrival of the newest protected report acted on
+    active_at: dict[str, float] = field(default_factory=dict)  # when each protected volume last did I/O
 
     def report(self, volume_id: str, sample: Sample) -> None:
         self.samples[volume_id] = sample
 
     def forget(self, volume_id: str) -> None:
-        for table in (self.samples, self.ceilings, self.baselines, self.verdicts, self.reasons):
+        for table in (self.samples, self.ceilings, self.baselines, self.verdicts, self.reasons, self.active_at):
             table.pop(volume_id, None)
 
     def tick(self, now: float, policies: Mapping[str, QoS]) -> dict[str, tuple[str, str]]:
@@ -140,8 +142,9 @@ class Protector:
         objective = self._objective(vid, policy)
         if objective is not None and sample.latency_us > objective:
             state = "breach"  # even with few I/Os: a stalled reader completes few
-        elif sample.iops < IDLE_IOPS:
-            return Verdict(vid, sample.latency_us, objective, "idle")
+        elif sample.iops < IDLE_IOPS:  # idle once it has been for IDLE_GRACE (no flapping)
+            quiet = now - self.active_at.get(vid, -IDLE_GRACE) >= IDLE_GRACE
+            return Verdict(vid, sample.latency_us, objective, "idle" if quiet else "hold")
         elif objective is None:
             self.baselines[vid] = sample.latency_us
             return Verdict(vid, sample.latency_us, None, "learning")
@@ -149,6 +152,7 @@ class Protector:
             state = "calm"
         else:
             state = "hold"
+        self.active_at[vid] = now
         if state != "breach":
             self._learn(vid, sample.latency_us)
         return Verdict(vid, sample.latency_us, objective, state)

@@ -141,6 +141,7 @@ class IoReporter:
             data.setdefault(vid, {})["ceiling"] = self.ceilings.get(vid).as_params()  # type: ignore[union-attr]
         for vid, reason in self.ceilings.reasons.items():
             data.setdefault(vid, {})["reason"] = reason
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text(json.dumps({"at": time.time(), "volumes": data}, sort_keys=True))
         os.replace(tmp, self.path)

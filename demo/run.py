@@ -7,7 +7,8 @@ an in-process target on an LVM thin pool), then, over the CSI socket:
   2. measures inference reads alone, during an uncapped checkpoint burst, with the
      checkpoint capped live and in latency protection mode (checkpoint qos.class bulk,
      no cap; inference qos.class latency), then the checkpoint alone in protection mode;
-     prints p50/p99, the dynamic ceiling and its reason, draws the latency timeline (PNG);
+     prints p50/p99, the dynamic ceiling and its reason, draws the latency timeline (PNG), and
+     what the node plugin's /metrics said in each phase (write rate, PSI, read latency);
   3. snapshots the checkpoint, clones it, proves the clone holds the same bytes;
   4. changes the checkpoint's cap live while it writes and shows the rate follow;
   5. expands the inference volume online; tears everything down, shows nothing is left.
@@ -39,9 +40,12 @@ from csi_driver.node.limits import load_protection  # noqa: E402
 from csi_driver.node.limits_report import protection_lines  # noqa: E402
 from tests.lab.workloads import burst_bandwidth, inference, inference_during_burst, start_burst  # noqa: E402
 
+from demo.scrape import PhaseMetrics, Scrape  # noqa: E402
+
 CHECKPOINT_CLASS = {"qos.writeIOPS": "4000", "nvme.ctrlLossTmo": "120"}   # uncapped bandwidth at first
 INFERENCE_CLASS = {"qos.readIOPS": "20000", "nvme.ctrlLossTmo": "30"}
 CAP = "8Mi"
+METRICS_PORT = 9811   # the node plugin's port in deploy/base
 
 
 def step(title: str) -> None:
@@ -129,10 +133,11 @@ def main() -> int:
             sh(cmd[0], "--devices", pv, *cmd[1:])
     work = Path("/tmp/sluice-demo")
     work.mkdir(parents=True, exist_ok=True)
-    proc = AllInOneProcess(work, vg, pool, pv=pv)
+    proc = AllInOneProcess(work, vg, pool, pv=pv, metrics_port=METRICS_PORT)
     proc.start()
     csi = Csi(grpc.insecure_channel(f"unix:{proc.endpoint}"))
-    say(f"CSI socket {proc.endpoint}; thin pool {vg}/{pool}")
+    scrape = Scrape(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    say(f"CSI socket {proc.endpoint}; thin pool {vg}/{pool}; metrics {scrape.url}")
     pods = {"train": make_pod("systemd", "besteffort"), "infer": make_pod("systemd", "burstable")}
     attached: list[Attached] = []
     try:
@@ -152,20 +157,30 @@ def main() -> int:
         step(f"2. inference reads (4k random, qd1) next to a checkpoint burst (128k seq writes, qd32), "
              f"{ns.seconds} s each")
         logs = [Path(f"/tmp/demo-lat-{i}") for i in range(4)]
-        alone = inference(pods["infer"], model, ns.seconds, *lat_log(logs[0]))
-        uncapped, bw_uncapped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
-                                                       ns.seconds, *lat_log(logs[1]))
+        seen: list[PhaseMetrics] = []
+
+        def observed(run):
+            """Run one phase between two scrapes of the node plugin's /metrics."""
+            before = scrape.sample()
+            result = run()
+            seen.append(PhaseMetrics.between(before, scrape.sample(), ckpt.volume_id, infer.volume_id))
+            return result
+
+        alone = observed(lambda: inference(pods["infer"], model, ns.seconds, *lat_log(logs[0])))
+        uncapped, bw_uncapped = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[1])))
         csi.modify(ckpt.volume_id, {"qos.writeBPS": CAP})
         wait_for(lambda: "wbps=" in pods["train"].io_max(ckpt_dev), 5, "the cap in io.max", interval=0.05)
-        capped, bw_capped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
-                                                   ns.seconds, *lat_log(logs[2]))
+        capped, bw_capped = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[2])))
         target_us = max(1, round(1.5 * alone["mean_us"]))
         csi.modify(ckpt.volume_id, {"qos.writeBPS": "max", "qos.class": "bulk"})
         csi.modify(infer.volume_id, {"qos.class": "latency", "qos.latencyTargetUs": str(target_us)})
         wait_for(lambda: "wbps=" not in pods["train"].io_max(ckpt_dev), 5, "the cap gone", interval=0.05)
-        protected, bw_protected = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
-                                                         ns.seconds, *lat_log(logs[3]))
-        seen = load_protection(work / "node").get("volumes", {}).get(ckpt.volume_id, {})
+        protected, bw_protected = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[3])))
+        ceiling_seen = load_protection(work / "node").get("volumes", {}).get(ckpt.volume_id, {})
+        wait_for(lambda: "wbps=" not in pods["train"].io_max(ckpt_dev), 30, "the ceiling released", interval=0.1)
         bw_idle = burst_bandwidth(start_burst(pods["train"], a_ckpt.target, ns.seconds))
         say(f"{'phase':<40}{'p50 us':>9}{'p99 us':>9}{'p99 vs alone':>14}{'checkpoint MiB/s':>18}")
         for label, lat, bw in (("inference alone", alone, None), ("+ checkpoint, uncapped", uncapped, bw_uncapped),
@@ -177,8 +192,18 @@ def main() -> int:
                 say(f"{label:<40}{'-':>9}{'-':>9}{'-':>14}{shown}")
                 continue
             say(f"{label:<40}{lat['p50_us']:9.0f}{lat['p99_us']:9.0f}{lat['p99_us'] / alone['p99_us']:14.2f}{shown}")
+        say("what Sluice's metrics said (node plugin /metrics, scraped before and after each phase):")
+        say(f"{'phase':<40}{'ckpt write MiB/s':>17}{'infer read MiB/s':>17}{'infer PSI some':>15}"
+            f"{'infer read ms':>14}")
+        for label, m in zip(("inference alone", "+ checkpoint, uncapped", f"+ checkpoint, writeBPS={CAP}",
+                             "+ checkpoint, protection"), seen, strict=True):
+            say(f"{label:<40}{m.ckpt_write_mibs:17.1f}{m.infer_read_mibs:17.1f}{m.infer_psi_some:14.0%} "
+                f"{m.infer_read_ms:14.2f}")
+        if seen[2].ckpt_write_mibs > 1.5 * float(CAP.removesuffix("Mi")):
+            raise RuntimeError(f"the metrics show the checkpoint writing {seen[2].ckpt_write_mibs:.1f} MiB/s "
+                               f"past its {CAP}/s cap")
         say("latency protection: checkpoint at the end of the burst, as the node's limits report shows it:")
-        for line in protection_lines(seen).splitlines():
+        for line in protection_lines(ceiling_seen).splitlines():
             say(line)
         say(f"checkpoint alone: {bw_idle / MiB:.1f} MiB/s in protection mode vs {bw_capped / MiB:.1f} MiB/s "
             f"under the static cap (it is squeezed only while inference suffers)")

@@ -8,7 +8,7 @@ target, each in its own pod cgroup, the real agent, controller and node plugin):
 - the checkpoint alone in protection mode: the ceiling is released and it writes clearly
   faster than the static cap it would otherwise carry (work conserving);
 - the agent killed while a ceiling is in force: the node drops it from io.max (fails open
-  to the static caps); the agent restarted: protection works again.
+  to the static caps).
 Directions only, no timing goals: the bench (bench/qos.py) measures the ratios.
 """
 
@@ -125,7 +125,7 @@ def test_protection_squeezes_the_burst_releases_it_when_alone_and_fails_open(sta
 
 def _fails_open(agent: AgentProcess, inf_pod, inf_target: str, ckpt_pod, ckpt_target: str, ckpt_dev: str) -> None:
     """Kill the agent while a ceiling holds: the node's stream breaks and io.max loses the
-    ceiling; restart it and the ceiling can come back."""
+    ceiling, the static caps stay. The agent is restarted for the clean-up."""
     burst = start_burst(ckpt_pod, ckpt_target, 40)
     reader = inf_pod.popen("fio", "--output-format=json", "--name=inf", f"--filename={inf_target}",
                            "--rw=randread", "--bs=4k", "--iodepth=1", "--ioengine=libaio", "--direct=1",
@@ -137,13 +137,11 @@ def _fails_open(agent: AgentProcess, inf_pod, inf_target: str, ckpt_pod, ckpt_ta
         wait_for(lambda: ceiling_wbps(ckpt_pod, ckpt_dev) is None, 30, "io.max without the ceiling (fail open)",
                  interval=0.2)
         print(f"PROTECTION agent killed: ceiling gone from io.max {time.monotonic() - killed:.1f} s later")
-        agent.start()
-        wait_for(lambda: ceiling_wbps(ckpt_pod, ckpt_dev) is not None, 60, "a ceiling from the restarted agent",
-                 interval=0.2)
     finally:
         for proc in (burst, reader):
             proc.kill()
             proc.communicate(timeout=60)
+        agent.start()
 
 
 def _watch(read, seen: list[int]):

@@ -55,6 +55,7 @@ class ControllerService:
         _check_range(required, limit)
         wanted = params.parse(parameters)
         limits = wanted.qos.merged(params.parse_mutable(mutable or {}))
+        params.check_policy(limits, "parameters")
         with self.inflight.guard(f"volume-name:{name}"):
             origin = self._origin(source) if source else None
             order = placement.candidates(name, placement.eligible(list(self.targets), wanted.pool, requisite),
@@ -79,7 +80,7 @@ class ControllerService:
     def _limit(target: Target, vol: Volume, limits: params.QoS) -> Volume:
         """Give a new volume its limits at the target. Limits set before (a retry, or a
         ModifyVolume since) are the target's to keep: a retried create never resets them."""
-        if vol.qos is None and not limits.unlimited:
+        if vol.qos is None and not limits.empty:
             vol = target.backend.set_qos(vol.id, limits)
         return vol
 
@@ -162,6 +163,7 @@ class ControllerService:
         with self.inflight.guard(f"volume:{volume_id}"):
             vol = target.backend.get_volume(vol_id)
             limits = vol.limits.merged(change)
+            params.check_policy(limits)
             if vol.qos != limits:
                 vol = target.backend.set_qos(vol_id, limits)
         log.info("volume limits changed", volume_id=volume_id, **limits.as_params())

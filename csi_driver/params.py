@@ -2,6 +2,9 @@
 
     qos.readIOPS, qos.writeIOPS     positive integers
     qos.readBPS, qos.writeBPS       bytes per second: an integer or a quantity (500Mi, 2G)
+    qos.class                       latency protection: "latency" (protected) or "bulk" (yields)
+    qos.latencyTargetUs             a latency volume's objective, mean µs per I/O (1..10^8)
+    qos.minBPS, qos.minIOPS         a bulk volume's floor: never squeezed below it
     nvme.ctrlLossTmo                seconds the initiator keeps reconnecting   (1..3600, or -1:
                                     forever, the safe choice for checkpoints)
     nvme.reconnectDelay             seconds between reconnect attempts       (1..300)
@@ -26,7 +29,7 @@ from collections.abc import Mapping
 
 from csi_driver import quantity
 from nvme_target import dhchap
-from nvme_target.model import QOS_KEYS, QoS
+from nvme_target.model import CLASS_KEY, POLICY_KEYS, QOS_KEYS, QoS
 from sluice_common.errors import InvalidArgument
 
 __all__ = ["QoS", "VolumeParams", "parse", "parse_mutable"]
@@ -44,6 +47,8 @@ NVME_RANGES = {
 NVME_FOREVER = {"nvme.ctrlLossTmo": -1}  # the kernel's "reconnect forever"
 POOL = "pool"
 AUTH = "nvme.auth"
+CLASSES = ("latency", "bulk")
+MAX_LATENCY_US = 10**8
 
 
 @dataclass(frozen=True)
@@ -64,14 +69,14 @@ class VolumeParams:
 
 
 def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> VolumeParams:
-    qos: dict[str, int] = {}
+    qos: dict = {}
     nvme: dict[str, int] = {}
     pool = auth = None
     for key, value in parameters.items():
         if key.startswith(SIDECAR_PREFIX):
             continue
-        if key in QOS_IOPS or key in QOS_BPS:
-            qos[(QOS_IOPS | QOS_BPS)[key]] = _qos_value(key, value, field_name)
+        if key in QOS_IOPS or key in QOS_BPS or key in POLICY_KEYS or key == CLASS_KEY:
+            qos.update(_qos_entry(key, value, field_name))
         elif key in NVME_RANGES:
             nvme[key] = _ranged(key, value, field_name)
         elif key == AUTH:
@@ -85,22 +90,53 @@ def parse(parameters: Mapping[str, str], field_name: str = "parameters") -> Volu
     delay, loss = nvme.get("nvme.reconnectDelay"), nvme.get("nvme.ctrlLossTmo")
     if delay is not None and loss is not None and loss != -1 and delay > loss:
         raise InvalidArgument(f"{field_name}: nvme.reconnectDelay ({delay}) exceeds nvme.ctrlLossTmo ({loss})")
+    _check_policy(QoS(**qos), field_name)
     return VolumeParams(qos=QoS(**qos), nvme=nvme, pool=pool, auth=auth)
 
 
 def parse_mutable(parameters: Mapping[str, str], field_name: str = "mutable_parameters") -> QoS:
     """Parameters that may change on a live volume: the qos.* keys only. The value "max"
     removes that limit (0 in the result: see QoS.merged)."""
+    mutable = QOS_IOPS | QOS_BPS | POLICY_KEYS | {CLASS_KEY: "qos_class"}
     for key in parameters:
-        if key not in QOS_IOPS and key not in QOS_BPS:
+        if key not in mutable:
             raise InvalidArgument(f"{field_name}: {key!r} cannot be changed (only qos.* keys can)")
-    removed = {(QOS_IOPS | QOS_BPS)[k]: 0 for k, v in parameters.items() if v == "max"}
+    removed = {mutable[k]: (0 if k != CLASS_KEY else "") for k, v in parameters.items() if v == "max"}
     limits = parse({k: v for k, v in parameters.items() if v != "max"}, field_name).qos
     return replace(limits, **removed)
 
 
+def check_policy(qos: QoS, field_name: str = "mutable_parameters") -> None:
+    """The protection keys must suit the class the volume ends up with (after a merge)."""
+    _check_policy(qos, field_name)
+
+
+def _check_policy(qos: QoS, field_name: str) -> None:
+    if qos.latency_target_us is not None and qos.qos_class not in (None, "latency"):
+        raise InvalidArgument(f"{field_name}: qos.latencyTargetUs applies to qos.class latency only, "
+                              f"not {qos.qos_class!r}")
+    for key, value in (("qos.minBPS", qos.min_bps), ("qos.minIOPS", qos.min_iops)):
+        if value is not None and qos.qos_class not in (None, "bulk"):
+            raise InvalidArgument(f"{field_name}: {key} applies to qos.class bulk only, not {qos.qos_class!r}")
+
+
+def _qos_entry(key: str, value: str, field_name: str) -> dict:
+    """One validated qos.* key as its QoS attribute."""
+    if key == CLASS_KEY:
+        if value not in CLASSES:
+            raise InvalidArgument(f"{field_name}: {key} must be one of {', '.join(CLASSES)}, not {value!r}")
+        return {"qos_class": value}
+    if key == "qos.latencyTargetUs":
+        if not value.isdigit() or not 0 < int(value) <= MAX_LATENCY_US:
+            raise InvalidArgument(f"{field_name}: {key} must be an integer from 1 to {MAX_LATENCY_US}, "
+                                  f"not {value!r}")
+        return {"latency_target_us": int(value)}
+    attr = (QOS_IOPS | QOS_BPS | POLICY_KEYS)[key]
+    return {attr: _qos_value(key, value, field_name)}
+
+
 def _qos_value(key: str, value: str, field_name: str) -> int:
-    if key in QOS_IOPS:
+    if key in QOS_IOPS or key == "qos.minIOPS":
         if not value.isdigit():
             raise InvalidArgument(f"{field_name}: {key} must be a positive integer, not {value!r}")
         number = int(value)

@@ -26,6 +26,7 @@ from csi_driver.settings import DriverSettings, NodeSettings
 from csi_driver.snapshots import SnapshotService
 from csi_driver.targets import Target, TargetConfig, Targets, connect, load_config
 from nvme_target import portals
+from nvme_target.agent.protection import Protection
 from nvme_target.agent.serve import build_backend, load_kernel_modules
 from nvme_target.metrics import RESTORES, counted
 from sluice_common import metrics, runner
@@ -41,6 +42,7 @@ def build_targets(settings: DriverSettings) -> Targets:
         load_kernel_modules(local)
         backend = build_backend(local)
         counted(RESTORES, backend.restore)
+        Protection.attach(backend)  # latency protection for the in-process target
         config = TargetConfig(id=local.target_id, topology=dict(local.topology))
         return Targets([Target(config, backend)])
     assert settings.targets_config is not None

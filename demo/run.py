@@ -4,8 +4,10 @@ Runs inside the lab VM. Starts Sluice in all-in-one mode (controller + node plug
 an in-process target on an LVM thin pool), then, over the CSI socket:
   1. provisions a "checkpoint" (Block, sluice-checkpoint parameters) and an "inference"
      (ext4, sluice-inference parameters) volume for two pods, writes a "model";
-  2. measures inference reads alone, during an uncapped checkpoint burst and with the
-     checkpoint capped live; prints p50/p99 and draws the latency timeline (PNG), and
+  2. measures inference reads alone, during an uncapped checkpoint burst, with the
+     checkpoint capped live and in latency protection mode (checkpoint qos.class bulk,
+     no cap; inference qos.class latency), then the checkpoint alone in protection mode;
+     prints p50/p99, the dynamic ceiling and its reason, draws the latency timeline (PNG), and
      what the node plugin's /metrics said in each phase (write rate, PSI, read latency);
   3. snapshots the checkpoint, clones it, proves the clone holds the same bytes;
   4. changes the checkpoint's cap live while it writes and shows the rate follow;
@@ -34,7 +36,9 @@ from tests.lab.attach import Attached  # noqa: E402
 from tests.lab.kernel import lvs_json, port_links, sh, sluice_subsystems, wait_for  # noqa: E402
 from tests.lab.pods import Pod, make_pod  # noqa: E402
 from tests.lab.processes import AllInOneProcess  # noqa: E402
-from tests.lab.workloads import inference, inference_during_burst  # noqa: E402
+from csi_driver.node.limits import load_protection  # noqa: E402
+from csi_driver.node.limits_report import protection_lines  # noqa: E402
+from tests.lab.workloads import burst_bandwidth, inference, inference_during_burst, start_burst  # noqa: E402
 
 from demo.scrape import PhaseMetrics, Scrape  # noqa: E402
 
@@ -71,7 +75,7 @@ def draw(phases: list[tuple[str, list[tuple[float, float]]]], out: Path) -> str:
         return "matplotlib is not installed (pip install '.[demo]'): no PNG"
     start = phases[0][1][0][0]
     fig, ax = plt.subplots(figsize=(10, 4))
-    colours = ("#4c72b0", "#c44e52", "#55a868")
+    colours = ("#4c72b0", "#c44e52", "#55a868", "#8172b2")
     for (label, samples), colour in zip(phases, colours, strict=False):
         ts = [t - start for t, _ in samples]
         ax.plot(ts, [v for _, v in samples], color=colour, linewidth=1)
@@ -152,7 +156,7 @@ def main() -> int:
 
         step(f"2. inference reads (4k random, qd1) next to a checkpoint burst (128k seq writes, qd32), "
              f"{ns.seconds} s each")
-        logs = [Path(f"/tmp/demo-lat-{i}") for i in range(3)]
+        logs = [Path(f"/tmp/demo-lat-{i}") for i in range(4)]
         seen: list[PhaseMetrics] = []
 
         def observed(run):
@@ -169,23 +173,44 @@ def main() -> int:
         wait_for(lambda: "wbps=" in pods["train"].io_max(ckpt_dev), 5, "the cap in io.max", interval=0.05)
         capped, bw_capped = observed(lambda: inference_during_burst(
             pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[2])))
+        target_us = max(1, round(1.5 * alone["mean_us"]))
+        csi.modify(ckpt.volume_id, {"qos.writeBPS": "max", "qos.class": "bulk"})
+        csi.modify(infer.volume_id, {"qos.class": "latency", "qos.latencyTargetUs": str(target_us)})
+        wait_for(lambda: "wbps=" not in pods["train"].io_max(ckpt_dev), 5, "the cap gone", interval=0.05)
+        protected, bw_protected = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[3])))
+        ceiling_seen = load_protection(work / "node").get("volumes", {}).get(ckpt.volume_id, {})
+        wait_for(lambda: "wbps=" not in pods["train"].io_max(ckpt_dev), 30, "the ceiling released", interval=0.1)
+        bw_idle = burst_bandwidth(start_burst(pods["train"], a_ckpt.target, ns.seconds))
         say(f"{'phase':<40}{'p50 us':>9}{'p99 us':>9}{'p99 vs alone':>14}{'checkpoint MiB/s':>18}")
         for label, lat, bw in (("inference alone", alone, None), ("+ checkpoint, uncapped", uncapped, bw_uncapped),
-                               (f"+ checkpoint, writeBPS={CAP} (set live)", capped, bw_capped)):
+                               (f"+ checkpoint, writeBPS={CAP} (set live)", capped, bw_capped),
+                               (f"+ checkpoint, protection ({target_us} us)", protected, bw_protected),
+                               ("checkpoint alone, protection", None, bw_idle)):
             shown = f"{bw / MiB:18.1f}" if bw is not None else f"{'-':>18}"
+            if lat is None:
+                say(f"{label:<40}{'-':>9}{'-':>9}{'-':>14}{shown}")
+                continue
             say(f"{label:<40}{lat['p50_us']:9.0f}{lat['p99_us']:9.0f}{lat['p99_us'] / alone['p99_us']:14.2f}{shown}")
         say("what Sluice's metrics said (node plugin /metrics, scraped before and after each phase):")
         say(f"{'phase':<40}{'ckpt write MiB/s':>17}{'infer read MiB/s':>17}{'infer PSI some':>15}"
             f"{'infer read ms':>14}")
-        for label, m in zip(("inference alone", "+ checkpoint, uncapped", f"+ checkpoint, writeBPS={CAP}"), seen,
-                            strict=True):
+        for label, m in zip(("inference alone", "+ checkpoint, uncapped", f"+ checkpoint, writeBPS={CAP}",
+                             "+ checkpoint, protection"), seen, strict=True):
             say(f"{label:<40}{m.ckpt_write_mibs:17.1f}{m.infer_read_mibs:17.1f}{m.infer_psi_some:14.0%} "
                 f"{m.infer_read_ms:14.2f}")
         if seen[2].ckpt_write_mibs > 1.5 * float(CAP.removesuffix("Mi")):
             raise RuntimeError(f"the metrics show the checkpoint writing {seen[2].ckpt_write_mibs:.1f} MiB/s "
                                f"past its {CAP}/s cap")
+        say("latency protection: checkpoint at the end of the burst, as the node's limits report shows it:")
+        for line in protection_lines(ceiling_seen).splitlines():
+            say(line)
+        say(f"checkpoint alone: {bw_idle / MiB:.1f} MiB/s in protection mode vs {bw_capped / MiB:.1f} MiB/s "
+            f"under the static cap (it is squeezed only while inference suffers)")
+        csi.modify(ckpt.volume_id, {"qos.class": "max", "qos.writeBPS": CAP})
         say(draw([("alone", lat_samples(logs[0])), ("checkpoint uncapped", lat_samples(logs[1])),
-                  (f"checkpoint capped {CAP}/s", lat_samples(logs[2]))], ns.out / "demo-latency.png"))
+                  (f"checkpoint capped {CAP}/s", lat_samples(logs[2])),
+                  ("checkpoint, protection mode", lat_samples(logs[3]))], ns.out / "demo-latency.png"))
 
         step("3. snapshot the checkpoint, clone it, compare")
         snap = csi.snapshot("snap-checkpoint", ckpt.volume_id)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from nvme_target.changes import ChangeFeed
 from nvme_target.dhchap import HostCredentials
-from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.model import Capacity, Export, GroupSnapshot, Health, IoReport, Portal, QoS, Snapshot, Source, Volume
 from sluice_common.errors import FailedPrecondition, NotFound
 
 
@@ -30,6 +30,7 @@ def only(exports: Iterable[Export], volume_ids: Collection[str] | None) -> list[
 
 
 class Backend(abc.ABC):
+    protection = None  # latency protection's loop when one is attached (agent/protection.py: attach)
     changes: ChangeFeed  # bumped by every set_qos and condition change; each backend creates its own
 
     # ----------------------------------------------------------------- volumes
@@ -70,11 +71,15 @@ class Backend(abc.ABC):
         too. Bumps `changes`. NotFound for a missing volume."""
 
     def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
-                      tick: float = 1.0) -> Iterator[Volume]:
-        """Yield each of these volumes now, then again whenever its limits or its
-        condition change, until `stop` is set. Missing volumes are skipped. Waits on
-        `changes` (bumped by set_qos and by pool fill level changes), never polls storage."""
-        sent: dict[str, tuple[QoS | None, str]] = {}
+                      tick: float = 1.0, decorate: Callable[[Volume], Volume] | None = None) -> Iterator[Volume]:
+        """Yield each of these volumes now, then again whenever its limits, its
+        condition or its dynamic ceiling change, until `stop` is set. Missing volumes are
+        skipped. Waits on `changes` (bumped by set_qos, by pool fill level changes and by
+        the agent's protection loop), never polls storage. `decorate` adds what the
+        backend does not know (the agent's dynamic ceiling)."""
+        sent: dict[str, tuple] = {}
+        if decorate is None and self.protection is not None:
+            decorate = self.protection.decorate
         seen = -1
         while not stop.is_set():
             version = self.changes.version if seen < 0 else self.changes.wait(seen, tick)
@@ -86,9 +91,22 @@ class Backend(abc.ABC):
                     vol = self.get_volume(volume_id)
                 except NotFound:
                     continue
-                if sent.get(volume_id) != (vol.qos, vol.condition):
-                    sent[volume_id] = (vol.qos, vol.condition)
+                if decorate is not None:
+                    vol = decorate(vol)
+                if sent.get(volume_id) != (vol.qos, vol.condition, vol.ceiling):
+                    sent[volume_id] = (vol.qos, vol.condition, vol.ceiling)
                     yield vol
+
+    def report_io(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:
+        """Latency protection: a node's measurements of its published volumes (backend
+        ids), for the control loop attached as `protection` (nvme_target/agent/protection.py:
+        the agent's, or the all-in-one driver's); without one they are ignored."""
+        if self.protection is not None:
+            self.protection.report(host_nqn, reports)
+
+    def apply_ceiling(self, volume_id: str, ceiling: QoS | None) -> None:  # noqa: B027
+        """Enforce a dynamic ceiling (None: none) on the target too, where the backend
+        can (SPDK); the static limits stay as stored. Nodes always enforce it in io.max."""
 
     # --------------------------------------------------------------- snapshots
     @abc.abstractmethod

@@ -20,6 +20,9 @@ class Source:
 
 QOS_KEYS = {"qos.readIOPS": "read_iops", "qos.writeIOPS": "write_iops",
             "qos.readBPS": "read_bps", "qos.writeBPS": "write_bps"}
+# Latency protection (nvme_target/protect.py): the volume's class and its objective or floor
+POLICY_KEYS = {"qos.latencyTargetUs": "latency_target_us", "qos.minBPS": "min_bps", "qos.minIOPS": "min_iops"}
+CLASS_KEY = "qos.class"
 
 
 @dataclass(frozen=True)
@@ -32,25 +35,41 @@ class QoS:
     write_iops: int | None = None
     read_bps: int | None = None
     write_bps: int | None = None
+    # latency protection: "latency" (protected), "bulk" (yields) or None (neither)
+    qos_class: str | None = None
+    latency_target_us: int | None = None  # a latency volume's objective (None: its calm baseline)
+    min_bps: int | None = None            # a bulk volume is never squeezed below these
+    min_iops: int | None = None
 
     def as_params(self) -> dict[str, str]:
         """The StorageClass form: {"qos.readIOPS": "200", ...}, unset limits left out."""
-        return {key: str(getattr(self, attr)) for key, attr in QOS_KEYS.items()
-                if getattr(self, attr) is not None}
+        out = {key: str(getattr(self, attr)) for key, attr in (QOS_KEYS | POLICY_KEYS).items()
+               if getattr(self, attr) is not None}
+        return out | ({CLASS_KEY: self.qos_class} if self.qos_class else {})
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> QoS:
         """The inverse of as_params for already-validated values; other keys are ignored."""
-        return cls(**{attr: int(params[key]) for key, attr in QOS_KEYS.items() if params.get(key)})
+        return cls(**{attr: int(params[key]) for key, attr in (QOS_KEYS | POLICY_KEYS).items() if params.get(key)},
+                   qos_class=params.get(CLASS_KEY) or None)
 
     def merged(self, change: QoS) -> QoS:
-        """These limits with every limit `change` sets replacing ours; a 0 in `change`
-        removes that limit (a VolumeAttributesClass value "max")."""
-        out = {}
-        for attr in QOS_KEYS.values():
+        """These limits with every limit `change` sets replacing ours; a 0 (or a class "")
+        in `change` removes that limit (a VolumeAttributesClass value "max")."""
+        out: dict = {}
+        for attr in (*QOS_KEYS.values(), *POLICY_KEYS.values(), "qos_class"):
             new = getattr(change, attr)
             out[attr] = getattr(self, attr) if new is None else (new or None)
         return QoS(**out)
+
+    @property
+    def caps(self) -> QoS:
+        """The static caps alone (what io.max enforces), without the protection policy."""
+        return QoS(**{attr: getattr(self, attr) for attr in QOS_KEYS.values()})
+
+    @property
+    def empty(self) -> bool:
+        return self == QoS()
 
     @property
     def unlimited(self) -> bool:
@@ -66,10 +85,23 @@ class Volume:
     source: Source | None = None
     qos: QoS | None = None  # None: never set (unlimited); set with Backend.set_qos
     condition: str = ""     # empty: healthy; otherwise why the volume is abnormal
+    # latency protection (nvme_target/protect.py): the agent's dynamic ceiling, None: none
+    ceiling: QoS | None = None
+    ceiling_reason: str = ""  # why the ceiling last changed (or was released)
 
     @property
     def limits(self) -> QoS:
         return self.qos if self.qos is not None else QoS()
+
+
+@dataclass(frozen=True)
+class IoReport:
+    """A node's measurement of one published volume over its last report window
+    (the namespace device's stats): mean latency per I/O, bytes/s and I/O/s."""
+
+    latency_us: float
+    bps: float
+    iops: float
 
 
 @dataclass(frozen=True)

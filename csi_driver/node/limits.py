@@ -9,7 +9,9 @@ and writes only a line that differs, so it runs after publish, after a reconnect
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +21,20 @@ from csi_driver.node import devices
 from csi_driver.node.cgroups import Hierarchy, pod_cgroup_candidates
 from csi_driver.node.staging import StagingRecord
 from nvme_target.model import QoS
+from nvme_target.protect import effective
 from sluice_common.errors import FailedPrecondition, Unavailable
 
 log = structlog.get_logger(__name__)
+PROTECTION_FILE = "protection.json"  # written by csi_driver/node/protection.py
+
+
+def load_protection(state_dir: Path) -> dict:
+    """What the node last wrote about latency protection: {"at": unix time, "volumes":
+    {volume id: {latency_us, bytes_per_second, ios_per_second, ceiling, reason}}}; {} when none."""
+    try:
+        return json.loads((state_dir / PROTECTION_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,10 @@ class InForce:
 
 
 class PodLimits:
-    def __init__(self, cgroup_root: Path) -> None:
+    def __init__(self, cgroup_root: Path, ceiling: Callable[[str], QoS | None] = lambda _: None) -> None:
+        """`ceiling(volume_id)`: latency protection's dynamic ceiling in force (None: none)."""
         self.cgroup_root = cgroup_root
+        self.ceiling = ceiling
         self._hierarchy: Hierarchy | None = None
         self._lock = threading.Lock()
 
@@ -55,7 +70,7 @@ class PodLimits:
         FailedPrecondition when it has limits and the pod or its cgroup is unknown."""
         if pod_uid:
             pod_cgroup_candidates(pod_uid)  # InvalidArgument for anything but a pod UID
-        if record.limits.unlimited:
+        if record.limits.unlimited and record.limits.qos_class != "bulk":  # bulk: ceilings come
             return None
         if not pod_uid:
             raise FailedPrecondition(
@@ -69,15 +84,20 @@ class PodLimits:
         device = self._device(record)
         pod = self.hierarchy.pod(pod_uid)
         majmin = devices.majmin(device)
+        wanted = self.wanted(record)
         line = None
         for cgroup in self.hierarchy.enforced_at(pod):
-            if self.hierarchy.limits(cgroup, majmin) == record.limits:
+            if self.hierarchy.limits(cgroup, majmin) == wanted:
                 continue
             self.hierarchy.prepare(cgroup)
-            line = self.hierarchy.set_limits(cgroup, majmin, record.limits)
+            line = self.hierarchy.set_limits(cgroup, majmin, wanted)
             log.info("io limits written", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
                      device=device, line=line)
         return line
+
+    def wanted(self, record: StagingRecord) -> QoS:
+        """The io.max limits for the volume: its static caps, lowered by a dynamic ceiling."""
+        return effective(record.limits, self.ceiling(record.volume_id))
 
     def clear(self, record: StagingRecord, pod_uid: str) -> None:
         """Remove the volume's line from the pod's cgroup; a pod or device already gone

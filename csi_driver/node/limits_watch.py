@@ -28,13 +28,18 @@ RETRY_SECONDS = 2.0
 class LimitsWatch:
     def __init__(self, targets: Targets, volumes: Callable[[], list[str]],
                  on_limits: Callable[[str, QoS], None],
-                 on_condition: Callable[[str, str], None] | None = None) -> None:
+                 on_condition: Callable[[str, str], None] | None = None,
+                 on_ceiling: Callable[[str, QoS | None, str], None] | None = None) -> None:
         """`volumes()`: the CSI volume ids to watch; `on_limits(volume_id, limits)`;
-        `on_condition(volume_id, condition)`: the target's Volume.condition ("" healthy)."""
+        `on_condition(volume_id, condition)`: the target's Volume.condition ("" healthy);
+        `on_ceiling(volume_id, ceiling, reason)`: latency protection's dynamic ceiling
+        (None: none). When a target's stream breaks, its volumes' ceilings are dropped
+        (fail open to the static caps) until it is back."""
         self.targets = targets
         self.volumes = volumes
         self.on_limits = on_limits
         self.on_condition = on_condition
+        self.on_ceiling = on_ceiling
         self._lock = threading.Lock()
         self._generation = 0
         self._stops: dict[str, threading.Event] = {}
@@ -65,6 +70,7 @@ class LimitsWatch:
                 self._stream(target)
             except Exception:  # noqa: BLE001 - the watch must outlive any one bad message
                 log.exception("limits watch failed", target=target.id)
+                self._fail_open(target)
                 self._closed.wait(RETRY_SECONDS)
 
     def _stream(self, target: Target) -> None:
@@ -84,11 +90,23 @@ class LimitsWatch:
                 self.on_limits(volume_id, vol.limits)
                 if self.on_condition is not None:
                     self.on_condition(volume_id, vol.condition)
+                if self.on_ceiling is not None:
+                    self.on_ceiling(volume_id, vol.ceiling, vol.ceiling_reason)
             if not stop.is_set():  # the agent ended the stream: reopen, gently
+                self._fail_open(target)
                 self._closed.wait(RETRY_SECONDS)
         except SluiceError as exc:
             log.warning("limits watch interrupted", target=target.id, error=str(exc))
+            self._fail_open(target)
             self._closed.wait(RETRY_SECONDS)
+
+    def _fail_open(self, target: Target) -> None:
+        """No word from the target: its dynamic ceilings no longer hold (static caps do)."""
+        if self.on_ceiling is None:
+            return
+        for volume_id in self.volumes():
+            if _backend_id(volume_id, target.id):
+                self.on_ceiling(volume_id, None, "")
 
 
 def _backend_id(volume_id: str, target_id: str) -> str:

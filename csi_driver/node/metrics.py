@@ -24,8 +24,11 @@ from prometheus_client.registry import Collector
 
 from csi_driver.node import fabrics
 from csi_driver.node.cgroups import IO_MAX_KEYS, Hierarchy, pod_cgroup_candidates
+from csi_driver.node.limits import load_protection
 from csi_driver.node.path_events import PathEvents
 from csi_driver.node.staging import StagingRecord, StagingStore
+from nvme_target.model import QoS
+from nvme_target.protect import effective
 from sluice_common.errors import FailedPrecondition
 from sluice_common.metrics import read_text
 
@@ -113,8 +116,9 @@ def _path_disks(device: str) -> list[Path]:
     return sorted(fabrics.SYS_NVME.glob(f"nvme*/nvme{match[1]}c*n{match[2]}"))
 
 
-def wanted_values(record: StagingRecord) -> dict[str, int]:
-    limits = record.limits
+def wanted_values(record: StagingRecord, ceiling: QoS | None = None) -> dict[str, int]:
+    """The io.max values the volume should have: its caps, lowered by a dynamic ceiling."""
+    limits = effective(record.limits, ceiling)
     return {key: getattr(limits, attr) for key, attr in IO_MAX_KEYS.items() if getattr(limits, attr) is not None}
 
 
@@ -162,16 +166,21 @@ class _Families:
                             labels=(*PATH, "state"))
         self.reconnects = c(n + "path_reconnects", "Reconnects of the path seen since the plugin started",
                             labels=PATH)
+        self.ceiling = g(n + "volume_dynamic_ceiling", "Latency protection's dynamic ceiling in force on a "
+                         "bulk volume (io.max key; absent: none)", labels=(*VOLUME, "limit"))
+        self.latency = g(n + "volume_latency_seconds", "Mean latency per I/O over the last protection report "
+                         "window", labels=VOLUME)
 
     def all(self) -> list:
         return [self.staged, self.attached, self.abnormal, self.size, self.in_flight, *self.disk.values(),
                 self.wanted, self.io_max, self.in_force, *self.pod_io.values(), self.psi,
-                self.path_up, self.path_state, self.reconnects]
+                self.path_up, self.path_state, self.reconnects, self.ceiling, self.latency]
 
 
 class NodeCollector(Collector):
     def __init__(self, store: StagingStore, cgroup_root: Path, events: PathEvents | None = None) -> None:
         self.store = store
+        self.state_dir = store.index.parent
         self.cgroup_root = cgroup_root
         self.events = events or PathEvents()
 
@@ -182,14 +191,27 @@ class NodeCollector(Collector):
         fam = _Families()
         by_uuid, by_nqn = namespaces(), paths_by_subsystem()
         hierarchy = self._hierarchy()
+        protection = load_protection(self.state_dir).get("volumes", {})
         for record in self.store.all():
             labels = volume_labels(record)
             ns = by_uuid.get(record.ns_uuid)
-            self._volume(fam, record, labels, ns)
+            seen = protection.get(record.volume_id, {})
+            ceiling = QoS.from_params(seen["ceiling"]) if seen.get("ceiling") else None
+            wanted = wanted_values(record, ceiling)
+            self._volume(fam, record, labels, ns, wanted)
+            self._protection(fam, labels, seen, ceiling)
             self._paths(fam, by_nqn.get(record.subnqn, []), labels)
             for pod_uid in sorted(record.pod_uids()):
-                self._pod(fam, record, [*labels, pod_uid], ns, hierarchy)
+                self._pod(fam, [*labels, pod_uid], ns, hierarchy, wanted)
         yield from fam.all()
+
+    @staticmethod
+    def _protection(fam: _Families, labels: list[str], seen: dict, ceiling: QoS | None) -> None:
+        if "latency_us" in seen:
+            fam.latency.add_metric(labels, seen["latency_us"] / 1e6)
+        for key, attr in IO_MAX_KEYS.items():
+            if ceiling is not None and getattr(ceiling, attr) is not None:
+                fam.ceiling.add_metric([*labels, key], getattr(ceiling, attr))
 
     def _hierarchy(self) -> Hierarchy | None:
         try:
@@ -198,10 +220,11 @@ class NodeCollector(Collector):
             return None
 
     @staticmethod
-    def _volume(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None) -> None:
+    def _volume(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None,
+                wanted: dict[str, int]) -> None:
         fam.staged.add_metric(labels, 1)
         fam.attached.add_metric(labels, 1 if ns else 0)
-        for key, value in wanted_values(record).items():
+        for key, value in wanted.items():
             fam.wanted.add_metric([*labels, key], value)
         stat = disk_stat(ns.device) if ns else []
         if not stat:
@@ -223,10 +246,9 @@ class NodeCollector(Collector):
         fam.abnormal.add_metric(labels, 0 if live else 1)
 
     @staticmethod
-    def _pod(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None,
-             hierarchy: Hierarchy | None) -> None:
+    def _pod(fam: _Families, labels: list[str], ns: Namespace | None, hierarchy: Hierarchy | None,
+             wanted: dict[str, int]) -> None:
         cgroup = _pod_cgroup(hierarchy, labels[-1]) if hierarchy else None
-        wanted = wanted_values(record)
         if cgroup is None or ns is None:
             fam.in_force.add_metric(labels, 0 if wanted else 1)
             return

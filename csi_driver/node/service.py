@@ -24,6 +24,7 @@ from csi_driver.node import readonly as ro
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.limits import PodLimits
 from csi_driver.node.limits_watch import LimitsWatch
+from csi_driver.node.protection import Ceilings, IoReporter
 from csi_driver.node.staging import StagingRecord, StagingStore
 from csi_driver.targets import Targets
 from nvme_target import naming
@@ -44,6 +45,7 @@ class NodeConfig:
     device_timeout: float = 60.0
     cgroup_root: Path = Path("/sys/fs/cgroup")
     sync_interval: float = 2.0   # how often limits are re-checked (reconnects, new cgroups)
+    report_interval: float = 0.5  # latency protection: how often volumes' I/O is reported (0: never)
 
 
 POD_UID_KEY = "csi.storage.k8s.io/pod.uid"
@@ -74,9 +76,12 @@ class NodeService:
         self.store = StagingStore(config.state_dir)
         self.inflight = inflight or InFlight()
         self.targets = targets
-        self.limits = PodLimits(config.cgroup_root)
-        self.watch = (LimitsWatch(targets, self._watched, self.limits_changed, self.condition_changed)
-                      if targets is not None else None)
+        self.ceilings = Ceilings()
+        self.limits = PodLimits(config.cgroup_root, self.ceilings.get)
+        self.watch = (LimitsWatch(targets, self._watched, self.limits_changed, self.condition_changed,
+                                  self.ceiling_changed) if targets is not None else None)
+        self.reporter = (IoReporter(targets, self.store.all, identity.host_nqn, self.ceilings, config.state_dir)
+                         if targets is not None else None)
         self._conditions: dict[str, str] = {}  # volume id -> the target's Volume.condition ("" healthy)
         self._stopped = threading.Event()
         self._locks_lock = threading.Lock()
@@ -91,6 +96,8 @@ class NodeService:
         if self.watch is not None:
             self.watch.start()
         supervise.forever("limits-sync", self.sync_limits, self.config.sync_interval, self._stopped)
+        if self.reporter is not None and self.config.report_interval > 0:
+            supervise.forever("io-report", self.reporter.step, self.config.report_interval, self._stopped)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -140,6 +147,24 @@ class NodeService:
             self.store.save(record)
             log.info("volume limits changed at the target", volume_id=volume_id, **record.qos)
             self.limits.sync(record)
+        finally:
+            lock.release()
+
+    def ceiling_changed(self, volume_id: str, ceiling: QoS | None, reason: str) -> None:
+        """Latency protection: the target's dynamic ceiling for a bulk volume (None: none,
+        the static caps alone). Applied to the pods' io.max at once."""
+        if not self.ceilings.set(volume_id, ceiling, reason):
+            return
+        (log.debug if reason.startswith("increase") else log.info)(
+            "dynamic ceiling", volume_id=volume_id, ceiling=ceiling.as_params() if ceiling else None,
+            reason=reason or "target unreachable: static caps")
+        lock = self._record_lock(volume_id)
+        if not lock.acquire(timeout=30):
+            return  # the periodic sync applies it
+        try:
+            record = self.store.find(volume_id)
+            if record is not None:
+                self.limits.sync(record)
         finally:
             lock.release()
 
@@ -328,7 +353,7 @@ class NodeService:
             self.store.save(published)
             faults.step("publish:recorded")
             try:
-                if pod_uid and not published.limits.unlimited:
+                if pod_uid and not self.limits.wanted(published).unlimited:
                     self.limits.apply(published, pod_uid)
             except Exception:
                 self.store.save(record)

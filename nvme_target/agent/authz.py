@@ -52,8 +52,23 @@ def _own_credentials(backend: Backend, caller: Identity, request) -> str:
     return ""
 
 
+def _own_reports(backend: Backend, caller: Identity, request) -> str:
+    """ReportIO (latency protection): a node reports only as itself, and only on volumes
+    exported to the host it reports as — a node cannot squeeze another tenant's volumes
+    by reporting false latency for them."""
+    if caller.host_nqn and request.host_nqn != caller.host_nqn:
+        return f"host_nqn {request.host_nqn} is not this node's ({caller.host_nqn})"
+    wanted = [v.volume_id for v in request.volumes]
+    exports = {x.volume_id: x.hosts for x in backend.list_exports(wanted)} if wanted else {}
+    for volume_id in wanted:
+        if request.host_nqn not in exports.get(volume_id, frozenset()):
+            return f"volume {volume_id} is not exported to host_nqn {request.host_nqn}"
+    return ""
+
+
 METHODS = tuple(target_pb2.DESCRIPTOR.services_by_name["TargetAgent"].methods_by_name)
-NODE_RULES: dict[str, Check] = {"WatchVolumes": _exported_to_caller, "GetHostCredentials": _own_credentials}
+NODE_RULES: dict[str, Check] = {"WatchVolumes": _exported_to_caller, "GetHostCredentials": _own_credentials,
+                                 "ReportIO": _own_reports}
 # method -> {role: check}; a role missing from a method's entry may not call it
 RULES: dict[str, dict[str, Check]] = {
     method: {"controller": ALLOW, **({"node": NODE_RULES[method]} if method in NODE_RULES else {})}

@@ -4,7 +4,7 @@ as an in-process backend. gRPC errors come back as the typed errors the agent ra
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import grpc
 
@@ -12,7 +12,7 @@ from nvme_target.agent import convert as c
 from nvme_target.backend import Backend
 from nvme_target.dhchap import HostCredentials
 from nvme_target.model import (
-    Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
+    Capacity, Export, GroupSnapshot, Health, IoReport, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
 )
 from sluice_common.grpc_status import from_rpc_error
 from sluice_common.tlsfiles import TlsFiles
@@ -97,8 +97,11 @@ class AgentClient(Backend):
     def set_qos(self, volume_id: str, qos: QoS) -> Volume:
         return c.volume(self._call("SetQoS", pb.SetQoSRequest(volume_id=volume_id, qos=c.qos_pb(qos))))
 
+    def report_io(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:
+        self._call("ReportIO", c.io_reports_pb(host_nqn, reports), timeout=2)
+
     def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
-                      tick: float = 1.0) -> Iterator[Volume]:
+                      tick: float = 1.0, decorate: Callable[[Volume], Volume] | None = None) -> Iterator[Volume]:
         """The agent's WatchVolumes stream until `stop` is set (which cancels it at
         once). A typed error ends it when the agent goes away; the caller reconnects."""
         stream = self.stub().WatchVolumes(pb.WatchVolumesRequest(volume_ids=list(volume_ids)))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, UTC
 
 from nvme_target.model import (
-    QOS_KEYS, Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
+    POLICY_KEYS, QOS_KEYS, Capacity, Export, GroupSnapshot, Health, Portal, IoReport, QoS, Snapshot, Source, TargetInfo, Volume,
 )
 from sluice_proto import target_pb2 as pb
 
@@ -26,27 +27,43 @@ def source(m: pb.Source | None) -> Source | None:
     return Source(kind=m.kind, id=m.id) if m is not None and m.kind else None  # type: ignore[arg-type]
 
 
+NUMBERS = (*QOS_KEYS.values(), *POLICY_KEYS.values())
+
+
 def qos_pb(q: QoS | None) -> pb.QoS | None:
     if q is None:
         return None
-    return pb.QoS(**{attr: getattr(q, attr) for attr in QOS_KEYS.values() if getattr(q, attr) is not None})
+    return pb.QoS(**{attr: getattr(q, attr) for attr in NUMBERS if getattr(q, attr) is not None},
+                  qos_class=q.qos_class or "")
 
 
 def qos(m: pb.QoS | None) -> QoS | None:
     if m is None:
         return None
-    return QoS(**{attr: getattr(m, attr) for attr in QOS_KEYS.values() if m.HasField(attr)})
+    return QoS(**{attr: getattr(m, attr) for attr in NUMBERS if m.HasField(attr)}, qos_class=m.qos_class or None)
 
 
 def volume_pb(v: Volume) -> pb.Volume:
     return pb.Volume(id=v.id, name=v.name, size_bytes=v.size_bytes, metadata=dict(v.metadata),
-                     source=source_pb(v.source), qos=qos_pb(v.qos), condition=v.condition)
+                     source=source_pb(v.source), qos=qos_pb(v.qos), condition=v.condition,
+                     ceiling=qos_pb(v.ceiling), ceiling_reason=v.ceiling_reason)
 
 
 def volume(m: pb.Volume) -> Volume:
     return Volume(id=m.id, name=m.name, size_bytes=m.size_bytes, metadata=dict(m.metadata),
                   source=source(m.source if m.HasField("source") else None),
-                  qos=qos(m.qos if m.HasField("qos") else None), condition=m.condition)
+                  qos=qos(m.qos if m.HasField("qos") else None), condition=m.condition,
+                  ceiling=qos(m.ceiling if m.HasField("ceiling") else None), ceiling_reason=m.ceiling_reason)
+
+
+def io_reports_pb(host_nqn: str, reports: Mapping[str, IoReport]) -> pb.ReportIORequest:
+    return pb.ReportIORequest(host_nqn=host_nqn, volumes=[
+        pb.VolumeIO(volume_id=vid, latency_us=r.latency_us, bytes_per_second=r.bps, ios_per_second=r.iops)
+        for vid, r in sorted(reports.items())])
+
+
+def io_reports(m: pb.ReportIORequest) -> dict[str, IoReport]:
+    return {v.volume_id: IoReport(v.latency_us, v.bytes_per_second, v.ios_per_second) for v in m.volumes}
 
 
 def _unix_ns(when: datetime) -> int:

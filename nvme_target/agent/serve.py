@@ -12,6 +12,7 @@ import structlog
 from csi_driver import __version__
 from nvme_target import metrics, portals
 from nvme_target.agent.authz import Authorizer
+from nvme_target.agent.protection import Protection, ProtectionCollector
 from nvme_target.agent.server import TargetAgentServicer
 from nvme_target.backend import Backend
 from nvme_target.kernel_backend import KernelBackend
@@ -92,8 +93,9 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     # are started on demand, so the ceiling costs nothing until nodes connect.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=CALL_WORKERS + WATCH_STREAMS),
                          interceptors=[Authorizer(backend)])
+    protection = Protection.attach(backend)
     target_pb2_grpc.add_TargetAgentServicer_to_server(
-        TargetAgentServicer(backend, target_info(settings, backend)), server)
+        TargetAgentServicer(backend, target_info(settings, backend), protection), server)
     if settings.socket is not None:
         settings.socket.parent.mkdir(parents=True, exist_ok=True)
         settings.socket.unlink(missing_ok=True)
@@ -107,7 +109,8 @@ def start(settings: AgentSettings, backend: Backend | None = None) -> grpc.Serve
     server.start()
     if settings.socket is not None:
         os.chmod(settings.socket, 0o660)
-    serve_metrics(settings.metrics_bind, settings.metrics_port, [metrics.agent_collector(backend, settings)])
+    serve_metrics(settings.metrics_bind, settings.metrics_port,
+                  [metrics.agent_collector(backend, settings), ProtectionCollector(protection, settings.target_id)])
     log.info("target agent serving", target_id=settings.target_id, socket=str(settings.socket),
              listen=settings.listen, tls=settings.tls, portals=[p.traddr for p in backend.portals()])
     return server

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from nvme_target.agent import convert as c
+from nvme_target.agent.protection import Protection
 from nvme_target.backend import Backend
 from nvme_target.model import QoS, TargetInfo
 from sluice_common.grpc_status import translate
@@ -14,9 +15,10 @@ from sluice_proto import target_pb2_grpc
 
 
 class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
-    def __init__(self, backend: Backend, info: TargetInfo) -> None:
+    def __init__(self, backend: Backend, info: TargetInfo, protection: Protection | None = None) -> None:
         self.backend = backend
         self.info = info
+        self.protection = protection
 
     @translate
     def GetInfo(self, request, context):
@@ -63,8 +65,15 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
         """A stream: errors inside it end the stream and the node reconnects."""
         stop = threading.Event()
         context.add_callback(stop.set)  # the node went away or cancelled
-        for vol in self.backend.watch_volumes(list(request.volume_ids), stop):
+        decorate = self.protection.decorate if self.protection is not None else None
+        for vol in self.backend.watch_volumes(list(request.volume_ids), stop, decorate=decorate):
             yield c.volume_pb(vol)
+
+    @translate
+    def ReportIO(self, request, context):
+        if self.protection is not None:
+            self.protection.report(request.host_nqn, c.io_reports(request))
+        return pb.Empty()
 
     @translate
     def CreateSnapshot(self, request, context):

@@ -18,6 +18,7 @@ import structlog
 
 from nvme_target import validate
 from nvme_target.model import QoS, Volume
+from nvme_target.protect import effective
 from nvme_target.spdk.qos import spdk_limits
 from sluice_common.errors import NotFound, SluiceError, Unavailable
 
@@ -41,9 +42,26 @@ class SpdkLimits:
                 log.info("limits kept; applied on the target when the volume is exported", volume_id=volume_id)
         return replace(vol, qos=qos)
 
+    def apply_ceiling(self, volume_id: str, ceiling: QoS | None) -> None:
+        """Latency protection's dynamic ceiling on the target too (kept in memory only: an
+        agent restart fails open to the stored limits). SPDK takes the lower of the two."""
+        with self._lock:
+            ceilings = self.__dict__.setdefault("_ceilings", {})
+            if ceilings.get(volume_id) == ceiling or volume_id not in self.state.volumes:
+                return
+            ceilings[volume_id] = ceiling
+            if volume_id in self.state.exports:
+                try:
+                    self._set_limits(volume_id)
+                except Unavailable:
+                    self.replay.pending_limits.add(volume_id)
+
     def _wanted_limits(self, vol_id: str) -> dict[str, int] | None:
         rec = self.state.volumes.get(vol_id)
-        return None if rec is None or rec.get("qos") is None else spdk_limits(QoS.from_params(rec["qos"]))
+        ceilings = self.__dict__.get("_ceilings", {})
+        if rec is None or (rec.get("qos") is None and vol_id not in ceilings):
+            return None
+        return spdk_limits(effective(QoS.from_params(rec.get("qos") or {}), ceilings.get(vol_id)))
 
     def _set_limits(self, vol_id: str) -> None:
         """Make SPDK enforce the volume's desired limits (it must be exported: SPDK takes

@@ -70,19 +70,27 @@ class Source(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class QoS(_message.Message):
-    __slots__ = ("read_iops", "write_iops", "read_bps", "write_bps")
+    __slots__ = ("read_iops", "write_iops", "read_bps", "write_bps", "qos_class", "latency_target_us", "min_bps", "min_iops")
     READ_IOPS_FIELD_NUMBER: _ClassVar[int]
     WRITE_IOPS_FIELD_NUMBER: _ClassVar[int]
     READ_BPS_FIELD_NUMBER: _ClassVar[int]
     WRITE_BPS_FIELD_NUMBER: _ClassVar[int]
+    QOS_CLASS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_TARGET_US_FIELD_NUMBER: _ClassVar[int]
+    MIN_BPS_FIELD_NUMBER: _ClassVar[int]
+    MIN_IOPS_FIELD_NUMBER: _ClassVar[int]
     read_iops: int
     write_iops: int
     read_bps: int
     write_bps: int
-    def __init__(self, read_iops: _Optional[int] = ..., write_iops: _Optional[int] = ..., read_bps: _Optional[int] = ..., write_bps: _Optional[int] = ...) -> None: ...
+    qos_class: str
+    latency_target_us: int
+    min_bps: int
+    min_iops: int
+    def __init__(self, read_iops: _Optional[int] = ..., write_iops: _Optional[int] = ..., read_bps: _Optional[int] = ..., write_bps: _Optional[int] = ..., qos_class: _Optional[str] = ..., latency_target_us: _Optional[int] = ..., min_bps: _Optional[int] = ..., min_iops: _Optional[int] = ...) -> None: ...
 
 class Volume(_message.Message):
-    __slots__ = ("id", "name", "size_bytes", "metadata", "source", "qos", "condition")
+    __slots__ = ("id", "name", "size_bytes", "metadata", "source", "qos", "condition", "ceiling", "ceiling_reason")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +105,8 @@ class Volume(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     QOS_FIELD_NUMBER: _ClassVar[int]
     CONDITION_FIELD_NUMBER: _ClassVar[int]
+    CEILING_FIELD_NUMBER: _ClassVar[int]
+    CEILING_REASON_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     size_bytes: int
@@ -104,7 +114,29 @@ class Volume(_message.Message):
     source: Source
     qos: QoS
     condition: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ..., condition: _Optional[str] = ...) -> None: ...
+    ceiling: QoS
+    ceiling_reason: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., source: _Optional[_Union[Source, _Mapping]] = ..., qos: _Optional[_Union[QoS, _Mapping]] = ..., condition: _Optional[str] = ..., ceiling: _Optional[_Union[QoS, _Mapping]] = ..., ceiling_reason: _Optional[str] = ...) -> None: ...
+
+class VolumeIO(_message.Message):
+    __slots__ = ("volume_id", "latency_us", "bytes_per_second", "ios_per_second")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_US_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    IOS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    volume_id: str
+    latency_us: float
+    bytes_per_second: float
+    ios_per_second: float
+    def __init__(self, volume_id: _Optional[str] = ..., latency_us: _Optional[float] = ..., bytes_per_second: _Optional[float] = ..., ios_per_second: _Optional[float] = ...) -> None: ...
+
+class ReportIORequest(_message.Message):
+    __slots__ = ("host_nqn", "volumes")
+    HOST_NQN_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    host_nqn: str
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeIO]
+    def __init__(self, host_nqn: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[VolumeIO, _Mapping]]] = ...) -> None: ...
 
 class SetQoSRequest(_message.Message):
     __slots__ = ("volume_id", "qos")

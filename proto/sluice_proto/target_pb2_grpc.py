@@ -84,6 +84,11 @@ class TargetAgentStub:
                 request_serializer=sluice__proto_dot_target__pb2.WatchVolumesRequest.SerializeToString,
                 response_deserializer=sluice__proto_dot_target__pb2.Volume.FromString,
                 _registered_method=True)
+        self.ReportIO = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/ReportIO',
+                request_serializer=sluice__proto_dot_target__pb2.ReportIORequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/sluice.target.v1.TargetAgent/CreateSnapshot',
                 request_serializer=sluice__proto_dot_target__pb2.CreateSnapshotRequest.SerializeToString,
@@ -227,6 +232,15 @@ class TargetAgentServicer:
         """The listed volumes now, then each again whenever its limits change. Nodes keep
         one stream per target open for the volumes they have published: this is how a
         ControllerModifyVolume reaches the pods' cgroups (CSI has no NodeModifyVolume).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportIO(self, request, context):
+        """Latency protection: a node's measurements of the volumes it has published from
+        this target, sent every fraction of a second on the channel that holds its
+        WatchVolumes stream; the agent's loop answers with dynamic ceilings on that stream.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -384,6 +398,11 @@ def add_TargetAgentServicer_to_server(servicer, server):
                     servicer.WatchVolumes,
                     request_deserializer=sluice__proto_dot_target__pb2.WatchVolumesRequest.FromString,
                     response_serializer=sluice__proto_dot_target__pb2.Volume.SerializeToString,
+            ),
+            'ReportIO': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportIO,
+                    request_deserializer=sluice__proto_dot_target__pb2.ReportIORequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
             ),
             'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSnapshot,
@@ -736,6 +755,33 @@ class TargetAgent:
             '/sluice.target.v1.TargetAgent/WatchVolumes',
             sluice__proto_dot_target__pb2.WatchVolumesRequest.SerializeToString,
             sluice__proto_dot_target__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportIO(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/ReportIO',
+            sluice__proto_dot_target__pb2.ReportIORequest.SerializeToString,
+            sluice__proto_dot_target__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

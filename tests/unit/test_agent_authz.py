@@ -25,7 +25,7 @@ from nvme_target.agent import authz
 from nvme_target.agent.client import AgentClient, TlsFiles
 from nvme_target.agent.serve import start
 from nvme_target.dhchap import well_formed
-from nvme_target.model import QoS
+from nvme_target.model import IoReport, QoS
 from nvme_target.settings import AgentSettings
 from sluice_common import certs
 from sluice_common.errors import PermissionDenied, Unavailable
@@ -37,7 +37,7 @@ from tests.unit.test_spdk_backend import make_backend
 
 NQN1 = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000001"
 NQN2 = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000002"
-NODE_METHODS = {"WatchVolumes", "GetHostCredentials"}
+NODE_METHODS = {"WatchVolumes", "GetHostCredentials", "ReportIO"}
 
 
 def _roleless(pki: Path) -> None:
@@ -169,6 +169,21 @@ def test_a_bound_node_fetches_only_its_own_credentials(agent, capsys):
     printed = capsys.readouterr()
     secrets = [creds.secret, creds.ctrl_secret, ctl.host_credentials(theirs, NQN2).secret]
     assert not any(s in printed.out + printed.err for s in secrets)
+
+
+def test_a_bound_node_reports_io_only_as_itself_and_only_on_its_volumes(agent):
+    """Latency protection's reports: false latency for another tenant's volume would let a
+    node squeeze that tenant's checkpoints."""
+    _, client, _ = agent
+    ctl, node1 = client("controller"), client("node1")
+    mine = _published(ctl, "mine-io", NQN1)
+    theirs = _published(ctl, "theirs-io", NQN2)
+    report = IoReport(latency_us=900.0, bps=1e6, iops=250.0)
+    node1.report_io(NQN1, {mine: report})
+    with pytest.raises(PermissionDenied, match="host_nqn"):
+        node1.report_io(NQN2, {theirs: report})      # as another host
+    with pytest.raises(PermissionDenied, match="not exported"):
+        node1.report_io(NQN1, {theirs: report})      # on a volume not published to it
 
 
 def test_a_node_watches_only_volumes_exported_to_it(agent):

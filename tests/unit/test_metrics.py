@@ -282,3 +282,30 @@ def test_a_multipath_head_counts_its_paths_io(tmp_path, monkeypatch):
     (block / "plain").mkdir()
     (block / "plain" / "stat").write_text(" ".join(["7"] * 17) + "\n")
     assert node_metrics.disk_stat("plain")[0] == 7  # no multipath/: the device's own
+
+
+def test_node_metrics_and_io_max_follow_a_dynamic_ceiling(node_fs, monkeypatch):
+    import json as _json
+
+    from csi_driver.node import devices as node_devices
+    from csi_driver.node.limits import PodLimits
+    root, pod = node_fs
+    store = staged(root, {"qos.writeBPS": str(4 * MiB), "qos.class": "bulk"})
+    ceiling = QoS(read_bps=MiB, write_bps=MiB)
+    (root / "state" / "protection.json").write_text(_json.dumps({"at": 0, "volumes": {"vol-a": {
+        "latency_us": 1500.0, "bytes_per_second": 1, "ios_per_second": 1, "ceiling": ceiling.as_params(),
+        "reason": "decrease x0.50: why"}}}))
+    monkeypatch.setattr(node_devices, "find_by_uuid", lambda uuid: "nvme3n1")
+    monkeypatch.setattr(node_devices, "majmin", lambda device: "259:7")
+    limits = PodLimits(root / "cgroup", lambda vid: ceiling if vid == "vol-a" else None)
+    record = store.find("vol-a")
+    assert limits.wanted(record) == QoS(read_bps=MiB, write_bps=MiB)
+    limits.apply(record, POD)
+    assert (pod / "io.max").read_text() == f"259:7 rbps={MiB} wbps={MiB} riops=max wiops=max"
+    (pod / "io.max").write_text(f"259:7 rbps={MiB} wbps={MiB} riops=max wiops=max\n")
+    m = scrape(node_metrics.NodeCollector(store, root / "cgroup", PathEvents()))
+    assert value(m, "sluice_node_volume_dynamic_ceiling", volume_id="vol-a", limit="wbps") == MiB
+    assert value(m, "sluice_node_volume_limit_wanted", volume_id="vol-a", limit="wbps") == MiB
+    assert value(m, "sluice_node_pod_limits_in_force", volume_id="vol-a") == 1
+    assert value(m, "sluice_node_volume_latency_seconds", volume_id="vol-a") == pytest.approx(0.0015)
+    assert PodLimits(root / "cgroup").wanted(record) == QoS(write_bps=4 * MiB)  # no ceiling: the static cap

@@ -10,6 +10,7 @@ from csi_driver.node.metrics import NodeCollector
 from csi_driver.node.staging import StagingStore
 from csi_driver.targets import Targets
 from nvme_target import metrics as agent_metrics
+from nvme_target.agent import protection
 from tests.fakes.memory_backend import MemoryBackend
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -30,10 +31,11 @@ def documented() -> dict[str, set[str]]:
 def exported(tmp_path) -> dict[str, set[str]]:
     families = [*NodeCollector(StagingStore(tmp_path), tmp_path).describe(),
                 *agent_metrics.AgentCollector(MemoryBackend(), "t", "p").describe(),
-                *driver_metrics.TargetsCollector(Targets([])).describe()]
+                *driver_metrics.TargetsCollector(Targets([])).describe(),
+                *protection.ProtectionCollector(protection.Protection(MemoryBackend()), "t").describe()]
     out = {f.name + ("_total" if f.type == "counter" else ""): set(f._labelnames) for f in families}
     for metric in (driver_metrics.CALLS, driver_metrics.DURATION, driver_metrics.ORPHANED_DELETES,
-                   agent_metrics.RESTORES, agent_metrics.REPLAYS):
+                   agent_metrics.RESTORES, agent_metrics.REPLAYS, protection.CHANGES):
         family = metric.describe()[0]
         out[family.name + ("_total" if family.type == "counter" else "")] = set(metric._labelnames)
     return out

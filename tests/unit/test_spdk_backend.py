@@ -198,6 +198,21 @@ def test_limits_are_applied_on_the_target_and_reported_as_spdk_rounds_them(backe
     assert set(backend.target_limits(vol.id).values()) == {0}
 
 
+def test_a_dynamic_ceiling_lowers_the_target_limits_and_its_release_restores_the_static_ones(backend):
+    vol = backend.create_volume("pvc-c", 64 * MiB)
+    backend.export_volume(vol.id, [HOST_A])
+    backend.set_qos(vol.id, QoS(write_bps=8 * MiB, qos_class="bulk"))
+    backend.apply_ceiling(vol.id, QoS(read_bps=3 * MiB, write_bps=3 * MiB))
+    assert backend.target_limits(vol.id)["w_mbytes_per_sec"] == 3
+    assert backend.target_limits(vol.id)["r_mbytes_per_sec"] == 3
+    assert backend.get_volume(vol.id).qos == QoS(write_bps=8 * MiB, qos_class="bulk")  # stored limits untouched
+    backend.apply_ceiling(vol.id, QoS(read_bps=50 * MiB, write_bps=50 * MiB))
+    assert backend.target_limits(vol.id)["w_mbytes_per_sec"] == 8  # never above the static cap
+    backend.apply_ceiling(vol.id, None)
+    assert backend.target_limits(vol.id) == {"rw_ios_per_sec": 0, "rw_mbytes_per_sec": 0,
+                                             "r_mbytes_per_sec": 0, "w_mbytes_per_sec": 8}
+
+
 # ------------------------------------------------------------------ restart
 def test_a_restarted_target_gets_exports_and_limits_back(server, tmp_path, backends):
     backend = make_backend(server, tmp_path, backends, watch_interval=0)  # health alone notices

@@ -86,6 +86,16 @@ class AgentClient(Backend):
     def set_qos(self, volume_id: str, qos: QoS) -> Volume:
         return c.volume(self._call("SetQoS", pb.SetQoSRequest(volume_id=volume_id, qos=c.qos_pb(qos))))
 
+    def find_name(self, name: str) -> tuple[Volume | None, tuple[str, ...]]:
+        resp = self._call("FindName", pb.NameRef(name=name))
+        return (c.volume(resp.volume) if resp.HasField("volume") else None), tuple(resp.placed_on)
+
+    def point_names(self, pointers: Mapping[str, str]) -> None:
+        self._call("PointNames", pb.PointNamesRequest(pointers=dict(pointers)))
+
+    def resync(self) -> None:
+        self._call("Resync", pb.Empty())
+
     def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
                       tick: float = 1.0) -> Iterator[Volume]:
         """The agent's WatchVolumes stream until `stop` is set (which cancels it at

@@ -70,15 +70,16 @@ class AgentProcess(_Process):
     name = "target agent"
 
     def __init__(self, workdir: Path, vg: str, pool: str, pv: str, portal: str = "lo:4420",
-                 target_id: str = "lab-target", zone: str = "lab", metrics_port: int = 0) -> None:
-        """`metrics_port`: serve /metrics on 127.0.0.1:PORT (0: off)."""
+                 target_id: str = "lab-target", zone: str = "lab", metrics_port: int = 0,
+                 extra: list[str] = ()) -> None:
+        """`metrics_port`: serve /metrics on 127.0.0.1:PORT (0: off); `extra`: more agent flags."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = workdir / "agent.sock"
         super().__init__([sys.executable, "-m", "nvme_target", "--vg", vg, "--pool", pool, "--pv", pv,
                           "--state-dir", str(workdir / "state"), "--socket", str(self.socket),
                           "--portal", portal, "--target-id", target_id,
                           "--topology", f"csi.sluice.dev/zone={zone}", "--overcommit-ratio", "2",
-                          *_metrics_flags(metrics_port)],
+                          *_metrics_flags(metrics_port), *extra],
                          workdir / "agent.log")
         self.target_id, self.zone = target_id, zone
         self.client = AgentClient(f"unix:{self.socket}", timeout=300)

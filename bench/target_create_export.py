@@ -10,7 +10,6 @@ Rounds alternate the two so drift hits both. Prints the medians and agent/raw.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -19,21 +18,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import lab_agent  # noqa: E402
 from bench.report import report  # noqa: E402
 from nvme_target.agent.client import AgentClient  # noqa: E402
-from tests.lab.kernel import NVMET, lvm, new_host_nqn, sh, wait_for  # noqa: E402
+from tests.lab.kernel import NVMET, lvm, new_host_nqn  # noqa: E402
 
 VG, POOL, DISK = "benchvg", "pool", "/dev/vda"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "8"))
 SIZE = "64m"
 PORT_ID = "7"
-
-
-def setup() -> None:
-    sh("modprobe", "-a", "nvmet", "nvmet-tcp", "nvme-tcp", "dm-thin-pool")
-    lvm("pvcreate", "-q", DISK)
-    lvm("vgcreate", "-q", VG, DISK)
-    lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "8G", "-n", POOL, VG)
 
 
 def raw_create_export(i: int, host: str) -> float:
@@ -70,15 +63,8 @@ def agent_create_export(client: AgentClient, i: int, host: str) -> float:
 
 
 def main() -> int:
-    setup()
-    work = Path("/tmp/bench-agent")
-    work.mkdir(exist_ok=True)
-    sock = work / "agent.sock"
-    agent = subprocess.Popen([sys.executable, "-m", "nvme_target", "--vg", VG, "--pool", POOL, "--pv", DISK,
-                              "--state-dir", str(work / "state"), "--socket", str(sock),
-                              "--portal", "127.0.0.1:4420", "--log-level", "warning"])
-    client = AgentClient(f"unix:{sock}", timeout=120)
-    wait_for(lambda: _ready(client), 90, "agent")
+    lab_agent.thin_pool(VG, POOL, DISK)
+    agent, client = lab_agent.start(Path("/tmp/bench-agent"), VG, POOL, DISK)
     host = new_host_nqn()
     agent_create_export(client, 999, host)  # warm-up: first-call costs on both paths
     raw_create_export(999, host)
@@ -90,18 +76,10 @@ def main() -> int:
         else:
             agent_t.append(agent_create_export(client, i, host))
             raw_t.append(raw_create_export(i, host))
-    agent.terminate()
-    agent.wait()
+    lab_agent.stop(agent)
     report("create+export of a volume", ("gRPC CreateVolume + ExportVolume", agent_t),
            ("lvcreate + configfs writes", raw_t), goal=1.30, name="target-create-export")
     return 0
-
-
-def _ready(client: AgentClient) -> bool:
-    try:
-        return client.health().ready
-    except Exception:
-        return False
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import structlog
 
 from csi_driver import access, ids, listing, metrics, params, placement
-from csi_driver.locate import Found, locate
+from csi_driver.homes import Homes
+from csi_driver.locate import Found, locate, point
 from csi_driver.lookup import Asker
 from csi_driver.capabilities import Capability, require_supported, unsupported
 from csi_driver.locks import InFlight
@@ -34,13 +35,16 @@ QOS_PREFIX = "qos."
 
 class ControllerService:
     def __init__(self, targets: Targets, inflight: InFlight | None = None, asker: Asker | None = None,
-                 max_volumes_per_node: int = 256, default_auth: str = "bidirectional") -> None:
+                 max_volumes_per_node: int = 256, default_auth: str = "bidirectional",
+                 homes: Homes | None = None) -> None:
         """`max_volumes_per_node`: publications one node may have across all targets
         (the node plugin's --max-volumes-per-node). `default_auth`: DH-HMAC-CHAP for
-        volumes whose StorageClass has no nvme.auth."""
+        volumes whose StorageClass has no nvme.auth. `homes`: sealed by a background
+        sweep (server.py); until then a new name asks every target."""
         self.targets = targets
         self.inflight = inflight or InFlight()
         self.asker = asker or Asker(READ_TIMEOUT)
+        self.homes = homes or Homes(targets, self.asker)
         self.max_volumes_per_node = max_volumes_per_node
         self.default_auth = dhchap.check_mode(default_auth, "--default-nvme-auth")
 
@@ -63,13 +67,16 @@ class ControllerService:
             if origin is not None:  # a clone lives with its source
                 order = [origin[0], *(t for t in order if t is not origin[0])]
             sizes = _Sizes(required, limit, caps, origin[2] if origin else None)
-            where = locate(self.asker, name, order, list(self.targets),
-                           lambda t, cap: t is order[0] if origin else cap.available_bytes >= sizes.of(cap))
+            everyone = list(self.targets)
+            where = locate(self.asker, name, order, everyone,
+                           lambda t, cap: t is order[0] if origin else cap.available_bytes >= sizes.of(cap),
+                           sealed=self.homes.sealed)
             if isinstance(where, Found):
                 self._existing(where, required, limit, wanted, caps, source, requisite)
                 return self._info(where.target, self._limit(where.target, where.volume, limits))
             if where.target is None:
                 raise NoSpace("no target with room satisfies the pool and topology requirements")
+            point(self.asker, name, where.target, everyone)
             metadata = wanted.as_params() | {access.CAPABILITIES_KEY: access.encode(caps)}
             vol = where.target.backend.create_volume(name, sizes.of(where.capacity), metadata,
                                                      origin[1] if origin else None)

@@ -6,6 +6,9 @@ Their order for a name is deterministic: targets serving an earlier preferred to
 first (in the CO's order), and within that rendezvous (highest-random-weight) hashing
 of (name, target id). The same name always meets the same order, adding or removing a
 target moves only the names whose first choice it is, and names spread evenly.
+
+A name's home is its first choice among ALL configured targets, whatever their pool,
+topology or health: the one place that knows where the name went (csi_driver/homes.py).
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ def candidates(name: str, targets: Sequence[Target],
         return first, score(name, target.id)
 
     return sorted(targets, key=rank)
+
+
+def home(name: str, targets: Sequence[Target]) -> Target:
+    """The name's home: the rendezvous winner over every configured target."""
+    return min(targets, key=lambda t: score(name, t.id))
+
+
+def fingerprint(targets: Sequence[Target]) -> str:
+    """Identifies a configured target set: any change moves some names' homes."""
+    return hashlib.sha256("\0".join(sorted(t.id for t in targets)).encode()).hexdigest()[:16]
 
 
 def score(name: str, target_id: str) -> bytes:

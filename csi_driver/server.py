@@ -14,6 +14,7 @@ from csi_driver.controller import ControllerService
 from csi_driver.groups import GroupSnapshotService
 from csi_driver.locks import InFlight
 from csi_driver.logcalls import CallLogger
+from csi_driver.homes import Homes, keep_sealed
 from csi_driver.lookup import Asker
 from csi_driver.metrics import CallMetrics, driver_collectors
 from csi_driver.servicers.controller import ControllerServicer
@@ -34,6 +35,7 @@ from sluice_common.errors import SluiceError
 from sluice_proto import csi_pb2_grpc
 
 log = structlog.get_logger(__name__)
+SEAL_INTERVAL = 30.0  # seconds between sweeps until the name homes are sealed (homes.py)
 
 
 def build_targets(settings: DriverSettings) -> Targets:
@@ -58,13 +60,15 @@ def start(settings: DriverSettings, targets: Targets | None = None) -> grpc.Serv
     if settings.controller:
         assert targets is not None
         asker = Asker(settings.read_timeout)
+        homes = Homes(targets, asker)
         volumes = ControllerService(targets, inflight, asker, settings.max_volumes_per_node,
-                                    settings.default_auth)
+                                    settings.default_auth, homes)
         csi_pb2_grpc.add_ControllerServicer_to_server(
             ControllerServicer(volumes, SnapshotService(targets, inflight, asker)), server)
         csi_pb2_grpc.add_GroupControllerServicer_to_server(
             GroupControllerServicer(GroupSnapshotService(targets, inflight)), server)
         HealthWatch(targets, settings.health_interval).start()
+        keep_sealed(homes, SEAL_INTERVAL)
     if settings.node is not None:
         node = build_node(settings.node, inflight, targets)
         csi_pb2_grpc.add_NodeServicer_to_server(NodeServicer(node), server)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from nvme_target.changes import ChangeFeed
 from nvme_target.dhchap import HostCredentials
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, IoReport, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.pointers import NamePointers
 from sluice_common.errors import FailedPrecondition, NotFound
 
 
@@ -32,6 +33,7 @@ def only(exports: Iterable[Export], volume_ids: Collection[str] | None) -> list[
 class Backend(abc.ABC):
     protection = None  # latency protection's loop when one is attached (agent/protection.py: attach)
     changes: ChangeFeed  # bumped by every set_qos and condition change; each backend creates its own
+    pointers: NamePointers  # the names this target is home to, placed elsewhere; durable, per backend
 
     # ----------------------------------------------------------------- volumes
     @abc.abstractmethod
@@ -107,6 +109,21 @@ class Backend(abc.ABC):
     def apply_ceiling(self, volume_id: str, ceiling: QoS | None) -> None:  # noqa: B027
         """Enforce a dynamic ceiling (None: none) on the target too, where the backend
         can (SPDK); the static limits stay as stored. Nodes always enforce it in io.max."""
+
+    # -------------------------------------------------------------- name homes
+    def find_name(self, name: str) -> tuple[Volume | None, tuple[str, ...]]:
+        """The volume created here under `name`, and the targets that this target, as
+        the name's home, was told it was placed on elsewhere (nvme_target/pointers.py)."""
+        return self.find_volume(name), self.pointers.get(name)
+
+    def point_names(self, pointers: Mapping[str, str]) -> None:
+        """Record durably that each name (homed here) is placed on that target id."""
+        self.pointers.add(pointers)
+
+    def resync(self) -> None:
+        """Rebuild the in-memory index from the storage itself, so anything changed
+        behind the agent's back shows from the next call. Nothing kept: nothing to do."""
+        return None
 
     # --------------------------------------------------------------- snapshots
     @abc.abstractmethod

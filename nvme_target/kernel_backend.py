@@ -28,6 +28,7 @@ from nvme_target.lv_view import LvView
 from nvme_target.lvm import LogicalVolume, Lvm
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.nvmet import Nvmet
+from nvme_target.pointers import NamePointers
 from nvme_target.nvmet_exports import NvmetExporter, port_id
 from nvme_target.pool_watch import PoolWatch
 from sluice_common.units import round_up
@@ -46,13 +47,14 @@ class KernelBackend(Backend):
         if overcommit_ratio <= 0:
             raise InvalidArgument("overcommit_ratio must be positive")
         self.lvm = Lvm(vg, pool, pvs)
-        self.view = LvView(self.lvm)
+        self.view = LvView(self.lvm, ttl=max(30.0, 3 * fill_interval))  # the loop below re-reads it sooner
         self.nvmet = nvmet or Nvmet()
         self.exporter = NvmetExporter(self.nvmet, ExportStore(state_dir / "exports.json"),
                                       portals, self.lvm.path)
         self.overcommit_ratio = overcommit_ratio
         self._lvm_lock = threading.Lock()
         self.changes = ChangeFeed()
+        self.pointers = NamePointers(state_dir / "name-pointers.json")
         self.pool_watch = PoolWatch(self.lvm, marks or FillMarks(), auto_extend_percent, on_change=self.changes.bump)
         self.error_when_full = error_when_full
         self.fill_interval = fill_interval
@@ -316,6 +318,9 @@ class KernelBackend(Backend):
             if self.pool_watch.auto_extend(pool):
                 self.view.invalidate()
                 self._pool(self.view.fresh())
+
+    def resync(self) -> None:
+        self.refresh_fill()
 
     def close(self) -> None:
         for stop in self._loops:

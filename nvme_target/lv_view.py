@@ -5,7 +5,8 @@ LVM stays the source of truth on disk. The index is built by the first read, upd
 by each of the agent's own mutations (it is the only writer of its thin pool), re-read
 whole by the kernel backend's background loop every --fill-interval seconds (pool fill
 changes with I/O; the same read re-syncs anything changed behind the agent's back),
-and re-read by any read when it is older than `ttl` (a backstop when no loop runs).
+re-read at once on demand (the agent's Resync RPC: `Backend.resync`), and re-read by
+any read when it is older than `ttl` (a backstop should the loop stop).
 Mutations that must not act on a stale picture (delete, expand, clone, snapshot) ask
 LVM afresh; a create that LVM refuses falls back to a fresh read, so a stale index
 costs a retry, never a wrong answer.

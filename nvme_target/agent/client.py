@@ -100,6 +100,16 @@ class AgentClient(Backend):
     def report_io(self, host_nqn: str, reports: Mapping[str, IoReport]) -> None:
         self._call("ReportIO", c.io_reports_pb(host_nqn, reports), timeout=2)
 
+    def find_name(self, name: str) -> tuple[Volume | None, tuple[str, ...]]:
+        resp = self._call("FindName", pb.NameRef(name=name))
+        return (c.volume(resp.volume) if resp.HasField("volume") else None), tuple(resp.placed_on)
+
+    def point_names(self, pointers: Mapping[str, str]) -> None:
+        self._call("PointNames", pb.PointNamesRequest(pointers=dict(pointers)))
+
+    def resync(self) -> None:
+        self._call("Resync", pb.Empty())
+
     def watch_volumes(self, volume_ids: Sequence[str], stop: threading.Event,
                       tick: float = 1.0, decorate: Callable[[Volume], Volume] | None = None) -> Iterator[Volume]:
         """The agent's WatchVolumes stream until `stop` is set (which cancels it at

@@ -61,6 +61,21 @@ class TargetAgentServicer(target_pb2_grpc.TargetAgentServicer):
     def SetQoS(self, request, context):
         return c.volume_pb(self.backend.set_qos(request.volume_id, c.qos(request.qos) or QoS()))
 
+    @translate
+    def FindName(self, request, context):
+        vol, placed_on = self.backend.find_name(request.name)
+        return pb.FindNameResponse(volume=c.volume_pb(vol) if vol else None, placed_on=placed_on)
+
+    @translate
+    def PointNames(self, request, context):
+        self.backend.point_names(dict(request.pointers))
+        return pb.Empty()
+
+    @translate
+    def Resync(self, request, context):
+        self.backend.resync()
+        return pb.Empty()
+
     def WatchVolumes(self, request, context):
         """A stream: errors inside it end the stream and the node reconnects."""
         stop = threading.Event()

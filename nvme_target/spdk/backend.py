@@ -43,6 +43,7 @@ from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
 from nvme_target.model import Capacity, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
 from nvme_target.spdk.auth import SpdkKeys
+from nvme_target.pointers import NamePointers
 from nvme_target.spdk.exports import MODEL, SpdkExports
 from nvme_target.spdk.groups import SpdkGroups
 from nvme_target.spdk.limits import SpdkLimits
@@ -93,6 +94,7 @@ class SpdkBackend(SpdkExports, SpdkLimits, Backend):
         self.overcommit_ratio = overcommit_ratio
         self.fill_marks = fill_marks or FillMarks()
         self.changes = ChangeFeed()
+        self.pointers = NamePointers(state_dir / "name-pointers.json")
         self._lock = threading.RLock()
         self.replay = Replay(self, interval=config.watch_interval)
         self.fault_hook = None  # tests only: called with a step name between two steps
@@ -229,6 +231,10 @@ class SpdkBackend(SpdkExports, SpdkLimits, Backend):
         return Health(True, tuple(problems))
 
     # --------------------------------------------------------------------- fill
+    def resync(self) -> None:
+        """Lvols are read from nvmf_tgt on every call; only the fill is cached."""
+        self._fill(fresh=True)
+
     def _fill(self, fresh: bool = False) -> Fill:
         """The lvstore's fill (allocated clusters) judged against the marks; cached for a
         second unless `fresh` (decisions that refuse a create always look now)."""

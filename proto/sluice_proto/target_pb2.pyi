@@ -203,6 +203,27 @@ class FindVolumeResponse(_message.Message):
     volume: Volume
     def __init__(self, volume: _Optional[_Union[Volume, _Mapping]] = ...) -> None: ...
 
+class FindNameResponse(_message.Message):
+    __slots__ = ("volume", "placed_on")
+    VOLUME_FIELD_NUMBER: _ClassVar[int]
+    PLACED_ON_FIELD_NUMBER: _ClassVar[int]
+    volume: Volume
+    placed_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, volume: _Optional[_Union[Volume, _Mapping]] = ..., placed_on: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PointNamesRequest(_message.Message):
+    __slots__ = ("pointers",)
+    class PointersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    POINTERS_FIELD_NUMBER: _ClassVar[int]
+    pointers: _containers.ScalarMap[str, str]
+    def __init__(self, pointers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
 class ListVolumesResponse(_message.Message):
     __slots__ = ("volumes",)
     VOLUMES_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,21 @@ class TargetAgentStub:
                 request_serializer=sluice__proto_dot_target__pb2.SetQoSRequest.SerializeToString,
                 response_deserializer=sluice__proto_dot_target__pb2.Volume.FromString,
                 _registered_method=True)
+        self.FindName = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/FindName',
+                request_serializer=sluice__proto_dot_target__pb2.NameRef.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.FindNameResponse.FromString,
+                _registered_method=True)
+        self.PointNames = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/PointNames',
+                request_serializer=sluice__proto_dot_target__pb2.PointNamesRequest.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Resync = channel.unary_unary(
+                '/sluice.target.v1.TargetAgent/Resync',
+                request_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
+                response_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
+                _registered_method=True)
         self.WatchVolumes = channel.unary_stream(
                 '/sluice.target.v1.TargetAgent/WatchVolumes',
                 request_serializer=sluice__proto_dot_target__pb2.WatchVolumesRequest.SerializeToString,
@@ -224,6 +239,27 @@ class TargetAgentServicer:
 
     def SetQoS(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindName(self, request, context):
+        """Name homes (nvme_target/pointers.py): the volume under a name here and where this
+        target, as the name's home, was told it was placed elsewhere; and recording that.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PointNames(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Resync(self, request, context):
+        """Rebuild the agent's index from the storage (LVM) now; returns once it is rebuilt.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -393,6 +429,21 @@ def add_TargetAgentServicer_to_server(servicer, server):
                     servicer.SetQoS,
                     request_deserializer=sluice__proto_dot_target__pb2.SetQoSRequest.FromString,
                     response_serializer=sluice__proto_dot_target__pb2.Volume.SerializeToString,
+            ),
+            'FindName': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindName,
+                    request_deserializer=sluice__proto_dot_target__pb2.NameRef.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.FindNameResponse.SerializeToString,
+            ),
+            'PointNames': grpc.unary_unary_rpc_method_handler(
+                    servicer.PointNames,
+                    request_deserializer=sluice__proto_dot_target__pb2.PointNamesRequest.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
+            ),
+            'Resync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resync,
+                    request_deserializer=sluice__proto_dot_target__pb2.Empty.FromString,
+                    response_serializer=sluice__proto_dot_target__pb2.Empty.SerializeToString,
             ),
             'WatchVolumes': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchVolumes,
@@ -728,6 +779,87 @@ class TargetAgent:
             '/sluice.target.v1.TargetAgent/SetQoS',
             sluice__proto_dot_target__pb2.SetQoSRequest.SerializeToString,
             sluice__proto_dot_target__pb2.Volume.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindName(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/FindName',
+            sluice__proto_dot_target__pb2.NameRef.SerializeToString,
+            sluice__proto_dot_target__pb2.FindNameResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PointNames(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/PointNames',
+            sluice__proto_dot_target__pb2.PointNamesRequest.SerializeToString,
+            sluice__proto_dot_target__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Resync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.target.v1.TargetAgent/Resync',
+            sluice__proto_dot_target__pb2.Empty.SerializeToString,
+            sluice__proto_dot_target__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -304,6 +304,17 @@ class BackendContract:
                 backend.add_host(vol.id, bad)
         assert backend.get_export(vol.id) is None
 
+    def test_name_pointers_are_kept_and_only_added_to(self, backend):
+        assert backend.find_name("pvc-away") == (None, ())
+        backend.point_names({"pvc-away": "target-b", "pvc-other": "target-c"})
+        backend.point_names({"pvc-away": "target-b"})  # again: no change
+        backend.point_names({"pvc-away": "target-d"})
+        assert backend.find_name("pvc-away") == (None, ("target-b", "target-d"))
+        vol = backend.create_volume("pvc-home", 32 * MiB)
+        assert backend.find_name("pvc-home") == (vol, ())
+        backend.resync()
+        assert backend.find_volume("pvc-home") == vol
+
     def test_health(self, backend):
         assert backend.health().ready
 

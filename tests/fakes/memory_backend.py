@@ -18,6 +18,7 @@ from nvme_target.backend import Backend, only, page
 from nvme_target.changes import ChangeFeed
 from nvme_target.fill import Fill, FillMarks, assess
 from nvme_target.model import Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, Volume
+from nvme_target.pointers import NamePointers
 from sluice_common.units import round_up
 from sluice_common.errors import AlreadyExists, InUse, InvalidArgument, NoSpace, NotFound, OutOfRange
 
@@ -38,6 +39,7 @@ class MemoryBackend(Backend):
         self.credentials: dict[tuple[str, str], HostCredentials] = {}  # (volume, host) -> DH-HMAC-CHAP keys
         self._lock = threading.RLock()
         self.changes = ChangeFeed()
+        self.pointers = NamePointers(None)
         self.marks = FillMarks()
         self.fill: Fill = assess("memory", 0.0, 0.0, self.marks)
 

@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from nvme_target import lvtags, naming
+
 from tests.lab.processes import AgentProcess
 from tests.lab.kernel import (
     NVMET, connect, disconnect, lvm, lvs_json, new_host_nqn, port_links, read_block, sluice_subsystems,
@@ -124,3 +126,27 @@ def test_an_export_that_cannot_be_restored_is_reported_and_skipped(agent, thin_p
     assert read_block(device, MiB) == pattern
     disconnect(export)
     assert "export not restored" in agent.log.read_text()
+
+
+def test_resync_shows_an_lv_made_behind_the_agents_back(thin_pool, tmp_path):
+    """The agent answers from its index (its background re-read is an hour away here);
+    an LV created with LVM directly is not in it until Resync, and is right after it."""
+    vg, pool = thin_pool
+    agent = AgentProcess(tmp_path, vg, pool, "/dev/vda", extra=["--fill-interval", "3600"])
+    agent.start()
+    try:
+        assert agent.client.list_volumes() == []  # the index is built, and empty
+        vol_id = naming.volume_id("pvc-behind")
+        lvm("lvcreate", "-q", "-V", "64m", "-T", f"{vg}/{pool}", "-n", vol_id, "-kn",
+            *(arg for tag in lvtags.volume_tags("pvc-behind", {}, None) for arg in ("--addtag", tag)))
+        stale = agent.client.find_volume("pvc-behind")
+        agent.client.resync()
+        found = agent.client.find_volume("pvc-behind")
+        listed = [v.name for v in agent.client.list_volumes()]
+        print(f"LV made behind the agent's back: before Resync {'seen' if stale else 'not seen'}, after: {listed}")
+        assert stale is None, "answered from the index, not from a fresh lvs"
+        assert found is not None and found.id == vol_id and listed == ["pvc-behind"]
+        agent.client.delete_volume(vol_id)
+    finally:
+        agent.stop()
+        agent.client.close()

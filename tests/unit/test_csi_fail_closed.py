@@ -229,3 +229,126 @@ def test_probe_answers_while_every_target_hangs(tmp_path):
         gate.set()
         channel.close()
         server.stop(grace=None)
+
+
+# --------------------------------------------------------------- name homes
+def sealed(n: int, pool_bytes: int = 8 << 30):
+    svc, targets, backends, reads = build(n, pool_bytes)
+    assert svc.homes.seal() and svc.homes.sealed
+    return svc, targets, backends, reads
+
+
+def names_homed(targets, where: int, count: int, prefix: str) -> list[str]:
+    everyone = list(targets)
+    names = (f"{prefix}-{i}" for i in range(10_000))
+    return [n for n in names if placement.home(n, everyone).id == f"t{where}"][:count]
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_sealed_a_silent_target_blocks_only_the_names_homed_there(mode):
+    svc, targets, backends, reads = sealed(4)
+    reads[2].mode = mode
+    for name in names_homed(targets, 0, 2, "pvc-free") + names_homed(targets, 3, 2, "pvc-free"):
+        svc.create_volume(name, 64 * MiB, 0, RW, {})  # homed on a live target: t2 is not asked
+        assert len(holders(backends, name)) == 1
+    blocked = names_homed(targets, 2, 2, "pvc-blocked")
+    for name in blocked:
+        for _ in range(20 if mode == "raise" else 2):
+            with pytest.raises(Unavailable, match="t2"):
+                svc.create_volume(name, 64 * MiB, 0, RW, {})
+        assert holders(backends, name) == []
+    reads[2].mode = ""
+    reads[2].released.set()
+    for name in blocked:
+        assert svc.create_volume(name, 64 * MiB, 0, RW, {}).volume_id.startswith("t2/")
+        assert holders(backends, name) == [2]
+
+
+def test_sealed_a_full_home_points_to_the_next_candidate_and_retries_follow_it():
+    svc, targets, backends, reads = sealed(3, pool_bytes=256 * MiB)
+    name = names_homed(targets, 0, 1, "pvc-full")[0]
+    order = [int(t.id[1:]) for t in placement.candidates(name, list(targets))]
+    backends[0].create_volume("filler", 512 * MiB, {})  # overcommit 2x: the home is full
+    got = svc.create_volume(name, 64 * MiB, 0, RW, {})
+    assert got.volume_id.startswith(f"t{order[1]}/")
+    assert backends[0].find_name(name) == (None, (f"t{order[1]}",)), "the pointer is on the home"
+    backends[0].delete_volume(backends[0].find_volume("filler").id)  # room at home again
+    unrelated = [i for i in range(3) if i not in (0, order[1])][0]
+    reads[unrelated].mode = "raise"  # neither the home nor the holder: not asked
+    assert svc.create_volume(name, 64 * MiB, 0, RW, {}).volume_id == got.volume_id
+    reads[unrelated].mode = ""
+    reads[order[1]].mode = "raise"
+    with pytest.raises(Unavailable, match=f"t{order[1]}"):
+        svc.create_volume(name, 64 * MiB, 0, RW, {})
+    assert holders(backends, name) == [order[1]]
+
+
+def test_sealed_a_silent_home_never_leads_to_a_create_elsewhere():
+    svc, targets, backends, reads = sealed(3)
+    name = names_homed(targets, 1, 1, "pvc-home-down")[0]
+    reads[1].mode = "raise"
+    for _ in range(5):
+        with pytest.raises(Unavailable, match="t1"):
+            svc.create_volume(name, 64 * MiB, 0, RW, {}, requisite=[{"csi.sluice.dev/zone": "z"}])
+    assert holders(backends, name) == []
+
+
+def test_the_sweep_points_to_volumes_made_before_it_and_needs_every_target():
+    svc, targets, backends, reads = build(5)
+    name = names_homed(targets, 0, 1, "pvc-legacy")[0]
+    backends[4].create_volume(name, 64 * MiB, {})  # placed by the old "most room" policy
+    reads[3].mode = "raise"
+    assert not svc.homes.seal() and not svc.homes.sealed, "a silent target leaves the homes unsealed"
+    with pytest.raises(Unavailable, match="t3"):
+        svc.create_volume("pvc-new", 64 * MiB, 0, RW, {})  # unsealed: a new name asks everyone
+    reads[3].mode = ""
+    assert svc.homes.seal()
+    assert backends[0].find_name(name) == (None, ("t4",))
+    reads[3].mode = "raise"  # not the home, not the holder
+    assert svc.create_volume(name, 64 * MiB, 0, RW, {}).volume_id.startswith("t4/")
+    assert holders(backends, name) == [4]
+
+
+def test_a_changed_target_set_is_not_trusted_until_swept_again():
+    svc, targets, backends, reads = sealed(3)
+    made = {n: svc.create_volume(n, 64 * MiB, 0, RW, {}).volume_id for n in (f"pvc-m{i}" for i in range(12))}
+    grown_backend = MemoryBackend()
+    grown = Targets([*targets, Target(TargetConfig(id="t9", topology={"csi.sluice.dev/zone": "z"}), grown_backend)])
+    moved = [n for n in made if placement.home(n, list(grown)).id == "t9"]
+    assert moved, "the new target is home to some existing names"
+    svc2 = ControllerService(grown, asker=svc.asker)
+    assert not svc2.homes.sealed
+    assert svc2.homes.seal()
+    assert all(grown_backend.find_name(n) == (None, (made[n].split("/")[0],)) for n in moved)
+    for n, volume_id in made.items():
+        assert svc2.create_volume(n, 64 * MiB, 0, RW, {}).volume_id == volume_id
+    assert all(grown_backend.find_volume(n) is None for n in made)
+
+
+def test_sealed_lookups_cost_one_round_trip_however_many_targets():
+    svc, targets, backends, reads = sealed(40)
+    calls = []
+    for i, r in enumerate(reads):
+        real = r.backend
+        r.backend = _Counting(real, calls, i)
+    svc.create_volume("pvc-count", 64 * MiB, 0, RW, {})
+    asked = {i for i, _ in calls}
+    assert len(asked) <= 2, f"a new name asked {sorted(asked)}"  # its home (+ room on the first candidate)
+    calls.clear()
+    svc.create_volume("pvc-count", 64 * MiB, 0, RW, {})
+    assert len(calls) == 1, "a retry asks the home once"
+
+
+class _Counting:
+    def __init__(self, backend, calls, index):
+        self.backend, self.calls, self.index = backend, calls, index
+
+    def __getattr__(self, attr):
+        real = getattr(self.backend, attr)
+        if not callable(real):
+            return real
+
+        def call(*args, **kwargs):
+            self.calls.append((self.index, attr))
+            return real(*args, **kwargs)
+        return call

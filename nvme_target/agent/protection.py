@@ -38,7 +38,14 @@ class Protection:
         self._seen = -1
 
     def start(self, tick: float = TICK) -> threading.Event:
-        return loops.every(tick, self.step, "protection")
+        self._stop = loops.every(tick, self.step, "protection")
+        return self._stop
+
+    def stop(self) -> None:
+        """End the loop (the agent's server stops, a test ends)."""
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
 
     @classmethod
     def attach(cls, backend: Backend, tick: float = TICK) -> Protection:

@@ -92,6 +92,8 @@ def agent(tmp_path, backend):
     for c in clients:
         c.close()
     server.stop(grace=None)
+    if backend.protection is not None:
+        backend.protection.stop()
 
 
 def _published(ctl: AgentClient, name: str, host: str, auth: str = "bidirectional") -> str:

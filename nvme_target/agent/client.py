@@ -1,5 +1,11 @@
 """A remote storage node, through its target agent, behind the same Backend interface
-as an in-process backend. gRPC errors come back as the typed errors the agent raised."""
+as an in-process backend. gRPC errors come back as the typed errors the agent raised.
+
+A restarted agent is found again within seconds: the channel's reconnect backoff is
+capped at RECONNECT_BACKOFF_MS (gRPC's default grows to 120 s, so after a long outage
+the agent was back but every call still failed UNAVAILABLE), and a call that failed to
+reach the agent waits up to RECONNECT_WAIT s for the channel and is sent once more
+(every agent call is idempotent: ensure semantics and look-up-before-create)."""
 
 from __future__ import annotations
 
@@ -15,11 +21,15 @@ from nvme_target.backend import Backend
 from nvme_target.model import (
     Capacity, Export, GroupSnapshot, Health, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
 )
-from sluice_common.grpc_status import from_rpc_error
+from sluice_common.grpc_status import from_rpc_error, raised_by_server
 from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
 
 DEFAULT_TIMEOUT = 300.0  # a create under load can take a while; the CO retries past this
+RECONNECT_BACKOFF_MS = 2000
+RECONNECT_WAIT = 3.0
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS))
 
 
 @dataclass(frozen=True)
@@ -40,18 +50,36 @@ class AgentClient(Backend):
         """`endpoint`: "unix:/path/to.sock" or "host:port"."""
         self.endpoint = endpoint
         self.timeout = timeout
-        self._channel = (grpc.secure_channel(endpoint, tls.credentials()) if tls
-                         else grpc.insecure_channel(endpoint))
+        self._channel = (grpc.secure_channel(endpoint, tls.credentials(), options=CHANNEL_OPTIONS) if tls
+                         else grpc.insecure_channel(endpoint, options=CHANNEL_OPTIONS))
         self._stub = target_pb2_grpc.TargetAgentStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
 
     def _call(self, method: str, request, timeout: float | None = None):
+        timeout = timeout or self.timeout
         try:
-            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+            return getattr(self._stub, method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            if not self._reconnected(err, timeout):
+                raise from_rpc_error(err) from None
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    def _reconnected(self, err: grpc.RpcError, timeout: float) -> bool:
+        """Whether a call that never reached the agent (UNAVAILABLE from the channel, not
+        an error the agent raised) is worth one more try: the channel is ready again
+        within a short wait (the agent restarted)."""
+        if err.code() != grpc.StatusCode.UNAVAILABLE or raised_by_server(err):  # type: ignore[attr-defined]
+            return False
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=min(RECONNECT_WAIT, timeout))
+        except grpc.FutureTimeoutError:
+            return False
+        return True
 
     def info(self) -> TargetInfo:
         return c.info(self._call("GetInfo", pb.GetInfoRequest(), timeout=10))

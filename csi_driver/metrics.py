@@ -16,6 +16,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from csi_driver.interceptors import UnaryInterceptor, failed_code
 from csi_driver.targets import Targets
 
 # a CSI call takes from a millisecond (Probe) to minutes (a create that waits for LVM)
@@ -38,30 +39,19 @@ def observe(method: str, code: grpc.StatusCode, seconds: float) -> None:
     DURATION.labels(method=method).observe(seconds)
 
 
-class CallMetrics(grpc.ServerInterceptor):
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
-
-        def measured(request, context):
-            started = time.monotonic()
-            code = grpc.StatusCode.OK
-            try:
-                response = inner(request, context)
-                code = context.code() or grpc.StatusCode.OK
-                return response
-            except Exception:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            finally:
-                observe(method, code, time.monotonic() - started)
-
-        return grpc.unary_unary_rpc_method_handler(
-            measured, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+class CallMetrics(UnaryInterceptor):
+    def around(self, method, request, context, call):
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            response = call()
+            code = context.code() or grpc.StatusCode.OK
+            return response
+        except Exception:
+            code = failed_code(context)
+            raise
+        finally:
+            observe(method, code, time.monotonic() - started)
 
 
 class TargetsCollector(Collector):

@@ -5,7 +5,8 @@ an in-process target on an LVM thin pool), then, over the CSI socket:
   1. provisions a "checkpoint" (Block, sluice-checkpoint parameters) and an "inference"
      (ext4, sluice-inference parameters) volume for two pods, writes a "model";
   2. measures inference reads alone, during an uncapped checkpoint burst and with the
-     checkpoint capped live; prints p50/p99 and draws the latency timeline (PNG);
+     checkpoint capped live; prints p50/p99 and draws the latency timeline (PNG), and
+     what the node plugin's /metrics said in each phase (write rate, PSI, read latency);
   3. snapshots the checkpoint, clones it, proves the clone holds the same bytes;
   4. changes the checkpoint's cap live while it writes and shows the rate follow;
   5. expands the inference volume online; tears everything down, shows nothing is left.
@@ -35,9 +36,12 @@ from tests.lab.pods import Pod, make_pod  # noqa: E402
 from tests.lab.processes import AllInOneProcess  # noqa: E402
 from tests.lab.workloads import inference, inference_during_burst  # noqa: E402
 
+from demo.scrape import PhaseMetrics, Scrape  # noqa: E402
+
 CHECKPOINT_CLASS = {"qos.writeIOPS": "4000", "nvme.ctrlLossTmo": "120"}   # uncapped bandwidth at first
 INFERENCE_CLASS = {"qos.readIOPS": "20000", "nvme.ctrlLossTmo": "30"}
 CAP = "8Mi"
+METRICS_PORT = 9811   # the node plugin's port in deploy/base
 
 
 def step(title: str) -> None:
@@ -125,10 +129,11 @@ def main() -> int:
             sh(cmd[0], "--devices", pv, *cmd[1:])
     work = Path("/tmp/sluice-demo")
     work.mkdir(parents=True, exist_ok=True)
-    proc = AllInOneProcess(work, vg, pool, pv=pv)
+    proc = AllInOneProcess(work, vg, pool, pv=pv, metrics_port=METRICS_PORT)
     proc.start()
     csi = Csi(grpc.insecure_channel(f"unix:{proc.endpoint}"))
-    say(f"CSI socket {proc.endpoint}; thin pool {vg}/{pool}")
+    scrape = Scrape(f"http://127.0.0.1:{METRICS_PORT}/metrics")
+    say(f"CSI socket {proc.endpoint}; thin pool {vg}/{pool}; metrics {scrape.url}")
     pods = {"train": make_pod("systemd", "besteffort"), "infer": make_pod("systemd", "burstable")}
     attached: list[Attached] = []
     try:
@@ -148,18 +153,37 @@ def main() -> int:
         step(f"2. inference reads (4k random, qd1) next to a checkpoint burst (128k seq writes, qd32), "
              f"{ns.seconds} s each")
         logs = [Path(f"/tmp/demo-lat-{i}") for i in range(3)]
-        alone = inference(pods["infer"], model, ns.seconds, *lat_log(logs[0]))
-        uncapped, bw_uncapped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
-                                                       ns.seconds, *lat_log(logs[1]))
+        seen: list[PhaseMetrics] = []
+
+        def observed(run):
+            """Run one phase between two scrapes of the node plugin's /metrics."""
+            before = scrape.sample()
+            result = run()
+            seen.append(PhaseMetrics.between(before, scrape.sample(), ckpt.volume_id, infer.volume_id))
+            return result
+
+        alone = observed(lambda: inference(pods["infer"], model, ns.seconds, *lat_log(logs[0])))
+        uncapped, bw_uncapped = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[1])))
         csi.modify(ckpt.volume_id, {"qos.writeBPS": CAP})
         wait_for(lambda: "wbps=" in pods["train"].io_max(ckpt_dev), 5, "the cap in io.max", interval=0.05)
-        capped, bw_capped = inference_during_burst(pods["infer"], model, pods["train"], a_ckpt.target,
-                                                   ns.seconds, *lat_log(logs[2]))
+        capped, bw_capped = observed(lambda: inference_during_burst(
+            pods["infer"], model, pods["train"], a_ckpt.target, ns.seconds, *lat_log(logs[2])))
         say(f"{'phase':<40}{'p50 us':>9}{'p99 us':>9}{'p99 vs alone':>14}{'checkpoint MiB/s':>18}")
         for label, lat, bw in (("inference alone", alone, None), ("+ checkpoint, uncapped", uncapped, bw_uncapped),
                                (f"+ checkpoint, writeBPS={CAP} (set live)", capped, bw_capped)):
             shown = f"{bw / MiB:18.1f}" if bw is not None else f"{'-':>18}"
             say(f"{label:<40}{lat['p50_us']:9.0f}{lat['p99_us']:9.0f}{lat['p99_us'] / alone['p99_us']:14.2f}{shown}")
+        say("what Sluice's metrics said (node plugin /metrics, scraped before and after each phase):")
+        say(f"{'phase':<40}{'ckpt write MiB/s':>17}{'infer read MiB/s':>17}{'infer PSI some':>15}"
+            f"{'infer read ms':>14}")
+        for label, m in zip(("inference alone", "+ checkpoint, uncapped", f"+ checkpoint, writeBPS={CAP}"), seen,
+                            strict=True):
+            say(f"{label:<40}{m.ckpt_write_mibs:17.1f}{m.infer_read_mibs:17.1f}{m.infer_psi_some:14.0%} "
+                f"{m.infer_read_ms:14.2f}")
+        if seen[2].ckpt_write_mibs > 1.5 * float(CAP.removesuffix("Mi")):
+            raise RuntimeError(f"the metrics show the checkpoint writing {seen[2].ckpt_write_mibs:.1f} MiB/s "
+                               f"past its {CAP}/s cap")
         say(draw([("alone", lat_samples(logs[0])), ("checkpoint uncapped", lat_samples(logs[1])),
                   (f"checkpoint capped {CAP}/s", lat_samples(logs[2]))], ns.out / "demo-latency.png"))
 

@@ -40,17 +40,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--disks", type=int, default=int(os.environ.get("LAB_DISKS", 2)),
                    help="blank sparse scratch disks to attach (/dev/vda, /dev/vdb, ...)")
     p.add_argument("--cache", type=Path, default=Path(os.environ.get("LAB_CACHE", ROOT / ".lab")))
+    p.add_argument("--kernel", default=os.environ.get("LAB_KERNEL", "6.12"), choices=("6.12", "6.1"),
+                   help="lab kernel: 6.12 (Debian trixie, the default) or 6.1 (bookworm, the oldest supported)")
     p.add_argument("--out", type=Path, help="results folder (default: CACHE/runs/<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="do not echo the serial console")
     p.add_argument("command", nargs="+")
     return p.parse_args(argv)
 
 
-def kernel_paths(cache: Path) -> tuple[Path, Path, Path]:
-    vmlinux, initrd, moddir = cache / "vmlinux", cache / "initramfs.cpio.gz", cache / "kernel/lib/modules"
+def kernel_paths(cache: Path, kernel: str) -> tuple[Path, Path, Path]:
+    k = cache / "kernels" / kernel
+    vmlinux, initrd, moddir = k / "vmlinux", k / "initramfs.cpio.gz", k / "kernel/lib/modules"
     for path in (vmlinux, initrd, moddir):
         if not path.exists():
-            sys.exit(f"lab/vm.py: {path} is missing: run `make lab` (lab/prepare.sh) first")
+            sys.exit(f"lab/vm.py: {path} is missing: run `LAB_KERNEL={kernel} make lab` (lab/prepare.sh) first")
     return vmlinux, initrd, moddir
 
 
@@ -73,7 +76,7 @@ def fresh_scratch_disks(cache: Path, size: str, count: int) -> list[Path]:
 
 
 def qemu_command(args: argparse.Namespace, out: Path, script: Path, disks: list[Path]) -> list[str]:
-    vmlinux, initrd, moddir = kernel_paths(args.cache)
+    vmlinux, initrd, moddir = kernel_paths(args.cache, args.kernel)
     append = " ".join([
         "console=ttyS0 panic=-1 quiet loglevel=4",
         f"lab.stage2={ROOT / 'lab/stage2.sh'}",

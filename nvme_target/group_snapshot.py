@@ -157,8 +157,10 @@ class LvmGroups:
 
     def take(self, member_name: str, snapshot_id: str, volume_id: str, group_id: str, size: int) -> None:
         tags = [*lvtags.snapshot_tags(member_name, volume_id), lvtags.group_tag(group_id, size)]
-        self.view.invalidate()
-        self.lvm.snapshot(volume_id, snapshot_id, tags, writable=False)
+        try:
+            self.lvm.snapshot(volume_id, snapshot_id, tags, writable=False)
+        finally:
+            self.view.invalidate()  # after the change: a read taken meanwhile must not stay cached
 
     def drop(self, snapshot_id: str) -> None:
         if lvtags.to_snapshot(self.view.fresh().get(snapshot_id)) is not None:

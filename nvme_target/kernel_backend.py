@@ -387,18 +387,22 @@ class KernelBackend(Backend):
         """A writable thin snapshot, grown to `size`. Until it is grown it carries the
         incomplete tag: a crash in between leaves an LV that no call reports as a
         volume and that the next create of that name (or the agent's start) removes."""
-        self.view.invalidate()
         grow = size > origin.size
-        self.lvm.snapshot(origin.name, vol_id, tags + ([lvtags.INCOMPLETE] if grow else []), writable=True)
-        faults.point("clone.after-snapshot")
-        if grow:
-            try:
-                self.lvm.extend(vol_id, size)
-                faults.point("clone.after-extend")
-                self.lvm.retag(vol_id, [lvtags.INCOMPLETE], [])
-            except SluiceError:
-                self.lvm.remove(vol_id)  # nothing half-created
-                raise
+        try:
+            self.lvm.snapshot(origin.name, vol_id, tags + ([lvtags.INCOMPLETE] if grow else []), writable=True)
+            faults.point("clone.after-snapshot")
+            if grow:
+                try:
+                    self.lvm.extend(vol_id, size)
+                    faults.point("clone.after-extend")
+                    self.lvm.retag(vol_id, [lvtags.INCOMPLETE], [])
+                except SluiceError:
+                    self.lvm.remove(vol_id)  # nothing half-created
+                    raise
+        finally:
+            # after the change, not before: a concurrent reader (the pool watch, a list) that read
+            # LVM while the clone was being made would otherwise cache a view without it
+            self.view.invalidate()
 
     def _drop_incomplete(self, lv: LogicalVolume) -> None:
         """Remove a clone a crash left half-made (see _clone)."""

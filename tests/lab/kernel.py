@@ -56,8 +56,19 @@ def lvs_json(vg: str) -> list[dict]:
     return json.loads(out.stdout)["report"][0]["lv"]
 
 
+def host_id(host_nqn: str) -> str:
+    """A stable hostid for a host NQN. The 6.12 kernel (unlike 6.1) refuses (EINVAL) a connect whose hostid
+    (by default the kernel's one per boot) is already in use with another hostnqn: each test host
+    needs its own, as real hosts have."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, host_nqn))
+
+
 def fabrics_connect(options: str) -> str:
-    """Write a connect string to /dev/nvme-fabrics; return the controller name (nvmeN)."""
+    """Write a connect string to /dev/nvme-fabrics; return the controller name (nvmeN).
+    A hostnqn given without a hostid gets host_id(hostnqn)."""
+    fields = dict(f.split("=", 1) for f in options.split(",") if "=" in f)
+    if "hostnqn" in fields and "hostid" not in fields:
+        options += f",hostid={host_id(fields['hostnqn'])}"
     fd = os.open(FABRICS, os.O_RDWR)
     try:
         os.write(fd, options.encode())

@@ -155,15 +155,16 @@ class AllInOneProcess(_Process):
 
     name = "all-in-one driver"
 
-    def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda", extra: list[str] = ()) -> None:
-        """`extra`: more driver flags (e.g. --max-volumes-per-node)."""
+    def __init__(self, workdir: Path, vg: str, pool: str, pv: str = "/dev/vda", extra: list[str] = (),
+                 metrics_port: int = 0) -> None:
+        """`extra`: more driver flags (e.g. --max-volumes-per-node); `metrics_port` as NodeProcess."""
         self.endpoint = workdir / "csi.sock"
         super().__init__([sys.executable, "-m", "csi_driver", "--mode", "all",
                           "--endpoint", f"unix://{self.endpoint}", "--target-vg", vg, "--target-pool", pool,
                           "--target-pv", pv, "--target-state-dir", str(workdir / "target"),
                           "--target-topology", "csi.sluice.dev/zone=solo",
                           "--nvme-config-dir", str(workdir / "nvme"), "--node-state-dir", str(workdir / "node"),
-                          "--node-topology", "csi.sluice.dev/zone=solo", *extra],
+                          "--node-topology", "csi.sluice.dev/zone=solo", *extra, *_metrics_flags(metrics_port)],
                          workdir / "all.log")
 
     def ready(self) -> bool:

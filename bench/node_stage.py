@@ -11,12 +11,15 @@ Rounds alternate the two so drift hits both. Prints the medians and plugin/raw.
 Then the plugin's idle footprint: 50 volumes staged (Block) and published to 50 pods with
 limits (io.max lines to keep), and the plugin's RSS and CPU% over 60 s of idle (goal:
 <= 80 MB, <= 2% of a core). BENCH_IDLE_VOLUMES / BENCH_IDLE_SECONDS change the numbers.
+With those volumes still staged, the latency of the plugin's own /metrics endpoint over
+BENCH_SCRAPES GETs (median and max; goal < 100 ms), each checked to carry every volume.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,9 @@ from tests.lab.processes import AgentProcess, NodeProcess  # noqa: E402
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 IDLE_VOLUMES = int(os.environ.get("BENCH_IDLE_VOLUMES", "50"))
 IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+SCRAPES = int(os.environ.get("BENCH_SCRAPES", "20"))
+METRICS_PORT = 19897
+SCRAPE_TIMEOUT = 60.0
 MiB = 1 << 20
 
 
@@ -49,7 +55,7 @@ def setup() -> tuple[AgentProcess, NodeProcess]:
     agent = AgentProcess(work / "agent", "nodebench", "pool", "/dev/vdb", target_id="local",
                          portal="127.0.0.1:4430")
     agent.start()
-    node = NodeProcess(work / "node")
+    node = NodeProcess(work / "node", metrics_port=METRICS_PORT)
     node.start()
     return agent, node
 
@@ -82,9 +88,10 @@ def raw_stage(export, host_nqn: str, path: str) -> float:
     return time.perf_counter() - t0
 
 
-def idle_footprint(agent: AgentProcess, node: NodeProcess, stub, host_nqn: str) -> tuple[float, float]:
-    """(RSS MB, CPU % of one core) of the node plugin over IDLE_SECONDS with IDLE_VOLUMES
-    staged and published to pods with limits; then tears them down."""
+def idle_footprint(agent: AgentProcess, node: NodeProcess, stub, host_nqn: str) -> tuple[float, float, list[float]]:
+    """(RSS MB, CPU % of one core, /metrics scrape seconds) of the node plugin over
+    IDLE_SECONDS with IDLE_VOLUMES staged and published to pods with limits; then tears
+    them down."""
     from tests.conformance.client import block_cap
     from tests.lab.pods import make_pod
 
@@ -107,11 +114,34 @@ def idle_footprint(agent: AgentProcess, node: NodeProcess, stub, host_nqn: str) 
     time.sleep(IDLE_SECONDS)
     cpu = (_cpu_seconds(pid, tick) - cpu0) / (time.monotonic() - t0) * 100
     rss = _rss_mb(pid)
+    print(f"  idle: RSS {rss:.1f} MB, CPU {cpu:.2f}% of a core", flush=True)  # kept even if a scrape fails
+    scrapes = [_scrape(len(used)) for _ in range(SCRAPES)]
     for vid, staging, target, pod in used:
         stub.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vid, target_path=target), timeout=300)
         stub.NodeUnstageVolume(pb.NodeUnstageVolumeRequest(volume_id=vid, staging_target_path=staging), timeout=300)
         pod.remove()
-    return rss, cpu
+    return rss, cpu, scrapes
+
+
+def _scrape(volumes: int) -> float:
+    """Seconds one GET of the node plugin's /metrics takes (inf: no answer within
+    SCRAPE_TIMEOUT); the page must carry every staged volume as attached (a fast empty
+    page measures nothing)."""
+    import urllib.request
+
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=SCRAPE_TIMEOUT) as resp:
+            page = resp.read().decode()
+    except TimeoutError:
+        print(f"  /metrics: no answer within {SCRAPE_TIMEOUT:g} s", flush=True)
+        return float("inf")
+    took = time.perf_counter() - t0
+    attached = sum(1 for line in page.splitlines()
+                   if line.startswith("sluice_node_volume_attached{") and line.endswith(" 1.0"))
+    if attached != volumes:
+        raise RuntimeError(f"/metrics shows {attached} attached volumes, {volumes} are staged")
+    return took
 
 
 def _cpu_seconds(pid: int, tick: int) -> float:
@@ -153,13 +183,17 @@ def main() -> int:
                 delete_controller(ctrl)
     report("NodeStageVolume (ext4, 256 MiB)", ("gRPC NodeStageVolume", plugin_t),
            ("fabrics write, wait, mkfs, mount", raw_t), goal=1.15, name="node-stage")
-    rss, cpu = idle_footprint(agent, node, stub, plugin_nqn)
+    rss, cpu, scrapes = idle_footprint(agent, node, stub, plugin_nqn)
+    median, worst = statistics.median(scrapes) * 1000, max(scrapes) * 1000
     print(f"Node plugin idle with {IDLE_VOLUMES} staged+published volumes over {IDLE_SECONDS:.0f} s:")
     print(f"  RSS {rss:.1f} MB (goal <= 80)   CPU {cpu:.2f}% of a core (goal <= 2)")
+    print(f"  /metrics scrape over {len(scrapes)} GETs: median {median:.1f} ms, max {worst:.1f} ms (goal < 100); "
+          f"{sum(t == float('inf') for t in scrapes)} unanswered within {SCRAPE_TIMEOUT:g} s")
     out = os.environ.get("LAB_OUT")
     if out:
         Path(out, "bench-node-idle.json").write_text(json.dumps(
-            {"volumes": IDLE_VOLUMES, "seconds": IDLE_SECONDS, "rss_mb": round(rss, 1), "cpu_percent": round(cpu, 2)}))
+            {"volumes": IDLE_VOLUMES, "seconds": IDLE_SECONDS, "rss_mb": round(rss, 1), "cpu_percent": round(cpu, 2),
+             "scrapes": len(scrapes), "scrape_median_ms": round(median, 1), "scrape_max_ms": round(worst, 1)}))
     channel.close()
     node.stop()
     agent.stop()

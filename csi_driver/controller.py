@@ -6,6 +6,7 @@ object, and a repeat returns what the first call made (or the same error).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from csi_driver.homes import Homes
 from csi_driver.locate import Found, locate, point
 from csi_driver.lookup import Asker
 from csi_driver.capabilities import Capability, require_supported, unsupported
-from csi_driver.locks import InFlight
+from csi_driver.locks import InFlight, Reservations
 from csi_driver.model import CapacityInfo, ContentSource, VolumeInfo, VolumeStatus
 from csi_driver.targets import READ_TIMEOUT, Target, Targets
 from nvme_target import dhchap, validate
@@ -47,6 +48,9 @@ class ControllerService:
         self.homes = homes or Homes(targets, self.asker)
         self.max_volumes_per_node = max_volumes_per_node
         self.default_auth = dhchap.check_mode(default_auth, "--default-nvme-auth")
+        # publishes of different volumes to one node take turns only to count and claim
+        # (at most one attach count, bounded by the asker's deadline), never ABORTED
+        self.attaching = Reservations(wait=2 * (2 * self.asker.timeout + 1.0))
 
     # ----------------------------------------------------------------- create
     def create_volume(self, name: str, required: int, limit: int, caps: list[Capability],
@@ -236,24 +240,25 @@ class ControllerService:
         with self.inflight.guard(f"volume:{volume_id}"):
             export = target.reads.get_export(vol_id)
             if not access.check_publish(volume_id, export, node_id, cap, readonly):
-                with self.inflight.guard(f"node:{node_id}"):  # one count at a time per node
-                    self._check_attach_limit(node_id)
+                with self.attaching.claim(node_id, volume_id, functools.partial(self._check_attach_limit, node_id)):
                     export = target.backend.add_host(vol_id, node_id, readonly=readonly, auth=auth)
         log.info("published", volume_id=volume_id, node_id=node_id, readonly=readonly, auth=auth)
         return publish_context(export, readonly, vol.limits) | {params.AUTH: auth}
 
-    def _check_attach_limit(self, node_id: str) -> None:
+    def _check_attach_limit(self, node_id: str, pending: frozenset[str] = frozenset()) -> None:
         """RESOURCE_EXHAUSTED when the node has its --max-volumes-per-node publications
-        already, counted on every target that answers (a silent one is logged)."""
+        already: those on every target that answers (a silent one is logged) and the
+        `pending` ones (volume ids) other publishes are adding now."""
         answers = self.asker.ask(list(self.targets), lambda t: t.reads.list_exports())
-        count = 0
+        published = set(pending)
         for target_id, exports in answers.items():
             if isinstance(exports, SluiceError):
                 log.warning("attach count misses a target", target=target_id, node_id=node_id, error=str(exports))
                 continue
-            count += sum(1 for x in exports if node_id in x.hosts)
+            published.update(ids.join(target_id, x.volume_id) for x in exports if node_id in x.hosts)
+        count = len(published)
         if count >= self.max_volumes_per_node:
-            raise NoSpace(f"node {node_id} has {count} volumes published, its limit "
+            raise NoSpace(f"node {node_id} has {count} volumes published or being published, its limit "
                           f"(--max-volumes-per-node) is {self.max_volumes_per_node}")
 
     def unpublish(self, volume_id: str, node_id: str) -> None:

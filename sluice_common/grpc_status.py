@@ -78,6 +78,12 @@ def translate(method: Callable) -> Callable:
     return wrapper
 
 
+def raised_by_server(err: grpc.RpcError) -> bool:
+    """Whether a Sluice server raised this error (a typed error travelled with it), as
+    opposed to the transport failing (e.g. UNAVAILABLE: no connection)."""
+    return ERROR_KEY in dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+
+
 def from_rpc_error(err: grpc.RpcError) -> e.SluiceError:
     """Rebuild the typed error a Sluice server raised (or the closest match by code)."""
     meta = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]

@@ -33,6 +33,7 @@ from sluice_common.errors import FailedPrecondition
 from sluice_common.metrics import read_text
 
 SYS_BLOCK = Path("/sys/block")
+PATH_DISK = re.compile(r"nvme(\d+)c\d+n(\d+)")
 SECTOR = 512
 PVC_NAME, PVC_NAMESPACE = "csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace"
 VOLUME = ("volume_id", "pvc_namespace", "pvc_name")
@@ -97,23 +98,29 @@ def volume_labels(record: StagingRecord) -> list[str]:
     return [record.volume_id, ctx.get(PVC_NAMESPACE, ""), ctx.get(PVC_NAME, "")]
 
 
-def disk_stat(device: str) -> list[int]:
+def disk_stat(device: str, path_disks: dict[str, list[Path]] | None = None) -> list[int]:
     """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
     own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
-    paths (nvmeXcZnY, linked under the head's multipath/), so sum theirs."""
-    paths = sorted((SYS_BLOCK / device / "multipath").glob("*")) or _path_disks(device)
+    paths (nvmeXcZnY, linked under the head's multipath/), so sum theirs. `path_disks`:
+    path_disks_by_head() of this scrape (None: looked up for this device alone)."""
+    paths = sorted((SYS_BLOCK / device / "multipath").glob("*"))
+    if not paths:
+        paths = (path_disks_by_head() if path_disks is None else path_disks).get(device, [])
     rows = [read_text(f).split() for f in ([p / "stat" for p in paths] or [SYS_BLOCK / device / "stat"])]
     rows = [[int(f) for f in row] for row in rows if len(row) >= 11]
     return [sum(column) for column in zip(*rows, strict=False)] if rows else []
 
 
-def _path_disks(device: str) -> list[Path]:
-    """The path disks (nvmeXcZnY) of a multipath head nvmeXnY, under their controllers in
-    /sys/class/nvme (kernels whose head has no multipath/ directory)."""
-    match = re.fullmatch(r"nvme(\d+)n(\d+)", device)
-    if match is None:
-        return []
-    return sorted(fabrics.SYS_NVME.glob(f"nvme*/nvme{match[1]}c*n{match[2]}"))
+def path_disks_by_head() -> dict[str, list[Path]]:
+    """The path disks (nvmeXcZnY) under their controllers in /sys/class/nvme, by the
+    multipath head nvmeXnY they serve (kernels whose head has no multipath/ directory),
+    in one pass per scrape: a glob per volume made a scrape O(volumes x controllers)."""
+    found: dict[str, list[Path]] = {}
+    for disk in sorted(fabrics.SYS_NVME.glob("nvme*/nvme*c*n*")):
+        match = PATH_DISK.fullmatch(disk.name)
+        if match is not None:
+            found.setdefault(f"nvme{match[1]}n{match[2]}", []).append(disk)
+    return found
 
 
 def wanted_values(record: StagingRecord, ceiling: QoS | None = None) -> dict[str, int]:
@@ -189,7 +196,7 @@ class NodeCollector(Collector):
 
     def collect(self) -> Iterator:
         fam = _Families()
-        by_uuid, by_nqn = namespaces(), paths_by_subsystem()
+        by_uuid, by_nqn, path_disks = namespaces(), paths_by_subsystem(), path_disks_by_head()
         hierarchy = self._hierarchy()
         protection = load_protection(self.state_dir).get("volumes", {})
         for record in self.store.all():
@@ -198,7 +205,7 @@ class NodeCollector(Collector):
             seen = protection.get(record.volume_id, {})
             ceiling = QoS.from_params(seen["ceiling"]) if seen.get("ceiling") else None
             wanted = wanted_values(record, ceiling)
-            self._volume(fam, record, labels, ns, wanted)
+            self._volume(fam, record, labels, ns, wanted, path_disks)
             self._protection(fam, labels, seen, ceiling)
             self._paths(fam, by_nqn.get(record.subnqn, []), labels)
             for pod_uid in sorted(record.pod_uids()):
@@ -221,12 +228,12 @@ class NodeCollector(Collector):
 
     @staticmethod
     def _volume(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None,
-                wanted: dict[str, int]) -> None:
+                wanted: dict[str, int], path_disks: dict[str, list[Path]]) -> None:
         fam.staged.add_metric(labels, 1)
         fam.attached.add_metric(labels, 1 if ns else 0)
         for key, value in wanted.items():
             fam.wanted.add_metric([*labels, key], value)
-        stat = disk_stat(ns.device) if ns else []
+        stat = disk_stat(ns.device, path_disks) if ns else []
         if not stat:
             return
         fam.size.add_metric(labels, int(read_text(SYS_BLOCK / ns.device / "size") or 0) * SECTOR)

@@ -1,5 +1,11 @@
 """A remote storage node, through its target agent, behind the same Backend interface
-as an in-process backend. gRPC errors come back as the typed errors the agent raised."""
+as an in-process backend. gRPC errors come back as the typed errors the agent raised.
+
+A restarted agent is found again within seconds: the channel's reconnect backoff is
+capped at RECONNECT_BACKOFF_MS (gRPC's default grows to 120 s, so after a long outage
+the agent was back but every call still failed UNAVAILABLE), and a call that failed to
+reach the agent waits up to RECONNECT_WAIT s for the channel and is sent once more
+(every agent call is idempotent: ensure semantics and look-up-before-create)."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from nvme_target.dhchap import HostCredentials
 from nvme_target.model import (
     Capacity, Export, GroupSnapshot, Health, IoReport, Portal, QoS, Snapshot, Source, TargetInfo, Volume,
 )
-from sluice_common.grpc_status import from_rpc_error
+from sluice_common.grpc_status import from_rpc_error, raised_by_server
 from sluice_common.tlsfiles import TlsFiles
 
 __all__ = ["AgentClient", "TlsFiles"]
@@ -22,6 +28,10 @@ from sluice_proto import target_pb2 as pb
 from sluice_proto import target_pb2_grpc
 
 DEFAULT_TIMEOUT = 300.0  # a create under load can take a while; the CO retries past this
+RECONNECT_BACKOFF_MS = 2000
+RECONNECT_WAIT = 3.0
+CHANNEL_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS))
 
 
 class AgentClient(Backend):
@@ -39,9 +49,9 @@ class AgentClient(Backend):
 
     def _open(self) -> grpc.Channel:
         if self.tls is None:
-            return grpc.insecure_channel(self.endpoint)
+            return grpc.insecure_channel(self.endpoint, options=CHANNEL_OPTIONS)
         self._stamp = self.tls.stamp()
-        return grpc.secure_channel(self.endpoint, self.tls.credentials())
+        return grpc.secure_channel(self.endpoint, self.tls.credentials(), options=CHANNEL_OPTIONS)
 
     def stub(self) -> target_pb2_grpc.TargetAgentStub:
         """The stub, on a new channel when the TLS files changed (a rotated Secret)."""
@@ -59,10 +69,28 @@ class AgentClient(Backend):
             self._previous.close()
 
     def _call(self, method: str, request, timeout: float | None = None):
+        timeout = timeout or self.timeout
         try:
-            return getattr(self.stub(), method)(request, timeout=timeout or self.timeout)
+            return getattr(self.stub(), method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            if not self._reconnected(err, timeout):
+                raise from_rpc_error(err) from None
+        try:
+            return getattr(self.stub(), method)(request, timeout=timeout)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
+
+    def _reconnected(self, err: grpc.RpcError, timeout: float) -> bool:
+        """Whether a call that never reached the agent (UNAVAILABLE from the channel, not
+        an error the agent raised) is worth one more try: the channel is ready again
+        within a short wait (the agent restarted)."""
+        if err.code() != grpc.StatusCode.UNAVAILABLE or raised_by_server(err):  # type: ignore[attr-defined]
+            return False
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=min(RECONNECT_WAIT, timeout))
+        except grpc.FutureTimeoutError:
+            return False
+        return True
 
     def info(self) -> TargetInfo:
         return c.info(self._call("GetInfo", pb.GetInfoRequest(), timeout=10))

@@ -65,10 +65,7 @@ class Attached:
         if self.block:
             write_block(self.target, data)
         else:
-            with open(Path(self.target) / "payload", "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            write_synced(Path(self.target) / "payload", data)
 
     def read_digest(self, length: int) -> str:
         if self.block:
@@ -78,6 +75,20 @@ class Attached:
     def stats(self) -> pb.NodeGetVolumeStatsResponse:
         return self.node.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
             volume_id=self.volume.volume_id, volume_path=self.target))
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_file(path: Path, size: int) -> str:
+    """`size` random bytes written to `path` and fsynced; returns their sha256."""
+    data = os.urandom(size)
+    write_synced(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def assert_nothing_left(agent: AgentProcess) -> None:

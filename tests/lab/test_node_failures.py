@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import grpc
@@ -19,9 +18,10 @@ import pytest
 from csi_driver.node import fabrics
 from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, mount_cap
+from tests.lab.attach import paths, write_file
+from tests.lab.cluster import running
 from tests.lab.kernel import sh, sluice_subsystems, wait_for, wipe_configfs
-from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
-from tests.lab.attach import paths
+from tests.lab.processes import NodeProcess
 
 pytestmark = pytest.mark.lab
 CAP = mount_cap(fs="ext4")
@@ -29,21 +29,8 @@ CAP = mount_cap(fs="ext4")
 
 @pytest.fixture(scope="module")
 def cluster(thin_pool, tmp_path_factory):
-    vg, pool = thin_pool
-    work = tmp_path_factory.mktemp("failures")
-    agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start()
-    controller = ControllerProcess(work / "controller", [agent])
-    controller.start()
-    node = NodeProcess(work / "node", zone="z1")
-    node.start()
-    ctl_channel = grpc.insecure_channel(f"unix:{controller.endpoint}")
-    yield agent, Csi(ctl_channel), node
-    ctl_channel.close()
-    node.stop()
-    controller.stop()
-    agent.empty()
-    agent.stop()
+    with running(thin_pool, tmp_path_factory.mktemp("failures")) as c:
+        yield c.agent, c.ctl, c.node
 
 
 def node_csi(node: NodeProcess) -> Csi:
@@ -92,15 +79,6 @@ class Flow:
     def finish(self) -> None:
         self.ctl.unpublish(self.vol.volume_id, self.node_id)
         self.ctl.delete(self.vol.volume_id)
-
-
-def write_file(path: Path, size: int) -> str:
-    data = os.urandom(size)
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return hashlib.sha256(data).hexdigest()
 
 
 def digest(path: Path) -> str:

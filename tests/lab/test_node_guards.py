@@ -27,8 +27,8 @@ from csi_driver.node import fabrics, mounts
 from sluice_proto import csi_pb2 as pb
 from tests.conformance.client import MiB, Csi, block_cap, error_of, mount_cap
 from tests.lab.attach import paths
+from tests.lab.cluster import running
 from tests.lab.kernel import read_block, sh
-from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
 
 pytestmark = pytest.mark.lab
 EXT4_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32)
@@ -38,22 +38,8 @@ SIZE = 64 * MiB
 
 @pytest.fixture(scope="module")
 def cluster(thin_pool, tmp_path_factory):
-    vg, pool = thin_pool
-    work = tmp_path_factory.mktemp("guards")
-    agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start(timeout=300)
-    controller = ControllerProcess(work / "controller", [agent])
-    controller.start(timeout=300)
-    node = NodeProcess(work / "node", zone="z1")
-    node.start(timeout=300)
-    channels = [grpc.insecure_channel(f"unix:{p.endpoint}") for p in (controller, node)]
-    yield vg, Csi(channels[0]), Csi(channels[1]), node
-    for ch in channels:
-        ch.close()
-    node.stop()
-    controller.stop()
-    agent.empty()
-    agent.stop()
+    with running(thin_pool, tmp_path_factory.mktemp("guards")) as c:
+        yield thin_pool[0], c.ctl, c.node_csi, c.node
 
 
 class Use:

@@ -20,16 +20,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import grpc
 import pytest
 
 from csi_driver.node import devices, fabrics, mounts
 from sluice_proto import csi_pb2 as pb
-from tests.conformance.client import MiB, Csi, block_cap, mount_cap
-from tests.lab.attach import Attached, agent_vg, assert_nothing_left, paths
+from tests.conformance.client import MiB, block_cap, mount_cap
+from tests.lab.attach import Attached, agent_vg, assert_nothing_left, paths, write_file
+from tests.lab.cluster import running
 from tests.lab.kernel import sh, wait_for, wipe_configfs
 from tests.lab.pods import make_pod
-from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
+from tests.lab.processes import AgentProcess
 
 pytestmark = pytest.mark.lab
 CAP = mount_cap(fs="ext4")
@@ -38,31 +38,8 @@ LOSS = 3  # seconds: nvme.ctrlLossTmo of the short-timeout volume
 
 @pytest.fixture(scope="module")
 def cluster(thin_pool, tmp_path_factory):
-    vg, pool = thin_pool
-    work = tmp_path_factory.mktemp("outage")
-    agent = AgentProcess(work / "agent", vg, pool, "/dev/vda", target_id="local", zone="z1")
-    agent.start(timeout=300)
-    controller = ControllerProcess(work / "controller", [agent])
-    controller.start(timeout=300)
-    node = NodeProcess(work / "node", zone="z1")
-    node.start(timeout=300)
-    channels = [grpc.insecure_channel(f"unix:{p.endpoint}") for p in (controller, node)]
-    yield agent, Csi(channels[0]), Csi(channels[1])
-    for ch in channels:
-        ch.close()
-    node.stop()
-    controller.stop()
-    agent.empty()
-    agent.stop()
-
-
-def fsynced(path: Path, size: int) -> str:
-    data = os.urandom(size)
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    return hashlib.sha256(data).hexdigest()
+    with running(thin_pool, tmp_path_factory.mktemp("outage")) as c:
+        yield c.agent, c.ctl, c.node_csi
 
 
 def outage(agent: AgentProcess, seconds: float, during=None) -> None:
@@ -83,7 +60,7 @@ def test_an_outage_longer_than_ctrl_loss_tmo_is_staged_again(cluster):
     vol = ctl.create("pvc-outage", size=64 * MiB, caps=[CAP],
                      parameters={"nvme.ctrlLossTmo": str(LOSS), "nvme.reconnectDelay": "1"})
     first = Attached(ctl, node, vol, CAP).__enter__()
-    sha = fsynced(Path(first.target) / "before", 4 * MiB)
+    sha = write_file(Path(first.target) / "before", 4 * MiB)
     old_seq = devices.diskseq(devices.find_by_uuid(first.publish_context["nvme.nsUUID"]))
     subnqn = first.publish_context["nvme.subnqn"]
 
@@ -104,7 +81,7 @@ def test_an_outage_longer_than_ctrl_loss_tmo_is_staged_again(cluster):
     assert mounts.at(first.staging).majmin == devices.majmin(device), "the staging is on the new disk"
     sh("sh", "-c", "echo 3 > /proc/sys/vm/drop_caches")
     assert hashlib.sha256((Path(second) / "before").read_bytes()).hexdigest() == sha
-    fsynced(Path(second) / "after", MiB)
+    write_file(Path(second) / "after", MiB)
     assert not node.node.NodeGetVolumeStats(pb.NodeGetVolumeStatsRequest(
         volume_id=vol.volume_id, volume_path=second)).volume_condition.abnormal
     node.node.NodeUnpublishVolume(pb.NodeUnpublishVolumeRequest(volume_id=vol.volume_id, target_path=second))
@@ -113,13 +90,6 @@ def test_an_outage_longer_than_ctrl_loss_tmo_is_staged_again(cluster):
     ctl.delete(vol.volume_id)
 
 
-# Issue 13 (open): these two proofs failed on the merged main (one lab run, 2026-12-03); they
-# are kept, marked as the known failures they are and not run, until they are fixed: a failed
-# run can leave NVMe connections behind for the tests after it.
-KNOWN_FAILING = pytest.mark.xfail(run=False, strict=True, reason="issue 13: failed on main; see the closing note")
-
-
-@KNOWN_FAILING
 def test_reconnect_forever_heals_the_same_outage_and_fio_resumes(cluster):
     agent, ctl, node = cluster
     vol = ctl.create("pvc-forever", size=64 * MiB, caps=[CAP],
@@ -127,7 +97,7 @@ def test_reconnect_forever_heals_the_same_outage_and_fio_resumes(cluster):
     pod = make_pod()
     try:
         with Attached(ctl, node, vol, CAP, pod_uid=pod.uid) as attached:
-            sha = fsynced(Path(attached.target) / "before", 4 * MiB)
+            sha = write_file(Path(attached.target) / "before", 4 * MiB)
             device = devices.find_by_uuid(attached.publish_context["nvme.nsUUID"])
             # writes reaching the target: the LV's own counters (the multipath head keeps none)
             seq, stat = devices.diskseq(device), lv_stat(agent, vol.volume_id)
@@ -169,17 +139,22 @@ def written(stat: Path) -> int:
     return int(stat.read_text().split()[6])
 
 
-@KNOWN_FAILING
 def test_twenty_volumes_in_parallel_then_nothing_left(cluster):
     agent, ctl, node = cluster
     caps = [CAP if i % 2 else block_cap() for i in range(20)]
+    took, began = {}, time.monotonic()
     vols = [ctl.create_retrying(f"pvc-par-{i}", size=64 * MiB, caps=[cap]) for i, cap in enumerate(caps)]
     uses = [Attached(ctl, node, vol, cap) for vol, cap in zip(vols, caps, strict=True)]
+    took["create"], began = time.monotonic() - began, time.monotonic()
     with ThreadPoolExecutor(max_workers=20) as pool:
-        list(pool.map(lambda use: use.__enter__(), uses))
+        list(pool.map(lambda use: use.__enter__(), uses))  # publish, stage, publish: none ABORTED
+        took["attach"], began = time.monotonic() - began, time.monotonic()
         for use in uses:
             use.write(os.urandom(MiB))
         list(pool.map(lambda use: use.__exit__(None, None, None), uses))
+        took["write+detach"], began = time.monotonic() - began, time.monotonic()
     for vol in vols:
         ctl.delete(vol.volume_id)
+    took["delete"] = time.monotonic() - began
+    print("20 volumes, seconds per phase:", {k: round(v, 1) for k, v in took.items()})
     assert_nothing_left(agent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import grpc
@@ -22,7 +23,7 @@ from csi_driver.settings import DriverSettings
 from csi_driver.snapshots import SnapshotService
 from csi_driver.targets import Target, TargetConfig, Targets
 from sluice_common.errors import (
-    AlreadyExists, FailedPrecondition, NoSpace, StaleToken, Unavailable,
+    AlreadyExists, Busy, FailedPrecondition, NoSpace, StaleToken, Unavailable,
 )
 from sluice_proto import csi_pb2, csi_pb2_grpc
 from nvme_target.model import Health
@@ -352,3 +353,44 @@ class _Counting:
             self.calls.append((self.index, attr))
             return real(*args, **kwargs)
         return call
+
+
+def test_parallel_publishes_to_one_node_wait_their_turn_and_the_limit_holds():
+    """Pods landing on one node at once: publishes of different volumes are never ABORTED
+    against each other, and the node's attach limit holds exactly under the race."""
+    svc, targets, backends, reads = build(2)
+    svc.max_volumes_per_node = 5
+    vols = [svc.create_volume(f"pvc-race{i}", 64 * MiB, 0, RW, {}).volume_id for i in range(8)]
+    for backend in backends:  # a slow add_host: the publishes overlap there
+        real = backend.add_host
+        backend.add_host = lambda *a, real=real, **kw: (time.sleep(0.05), real(*a, **kw))[1]
+    start_line = threading.Barrier(len(vols))
+
+    def publish(vid):
+        start_line.wait(5)
+        try:
+            return svc.publish(vid, NODES[0], RW[0], False)
+        except NoSpace as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=len(vols)) as pool:
+        outcomes = list(pool.map(publish, vols))  # any other error (Busy) fails the test here
+    refused = [o for o in outcomes if isinstance(o, NoSpace)]
+    assert len(refused) == 3 and all("max-volumes-per-node" in str(o) for o in refused)
+    assert sum(NODES[0] in x.hosts for b in backends for x in b.list_exports()) == 5
+    assert len(svc.attaching) == 0
+
+
+def test_a_second_publish_of_the_same_volume_in_flight_is_still_busy():
+    svc, targets, backends, reads = build(1)
+    vid = svc.create_volume("pvc-twice", 64 * MiB, 0, RW, {}).volume_id
+    entered, release = threading.Event(), threading.Event()
+    real = backends[0].add_host
+    backends[0].add_host = lambda *a, **kw: (entered.set(), release.wait(5), real(*a, **kw))[2]
+    worker = threading.Thread(target=svc.publish, args=(vid, NODES[0], RW[0], False))
+    worker.start()
+    entered.wait(5)
+    with pytest.raises(Busy):
+        svc.publish(vid, NODES[0], RW[0], False)
+    release.set()
+    worker.join()

@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from csi_driver import ids, paging, params, placement, quantity, settings
-from csi_driver.locks import InFlight
+from csi_driver.locks import InFlight, Reservations
 from csi_driver.redact import loggable
 from csi_driver.targets import Target, TargetConfig
-from sluice_common.errors import Busy, InvalidArgument, NotFound, StaleToken
+from sluice_common.errors import Busy, InvalidArgument, NoSpace, NotFound, StaleToken
 from sluice_proto import csi_pb2
 
 
@@ -170,3 +170,56 @@ def test_redaction_reads_the_csi_secret_option():
     assert "hunter2" not in repr(out) and "context=secret" not in repr(out)
     assert out["secrets"] == "<1 redacted>" and out["publish_context"] == {"nvme.subnqn": "nqn.x"}
     assert out["volume_capability"]["mount"]["fs_type"] == "xfs"
+
+
+def test_reservations_take_turns_and_see_the_claims_in_flight():
+    claims = Reservations(wait=5)
+    seen: list[frozenset[str]] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with claims.claim("node:n", "v1", seen.append):
+            inside.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    inside.wait(5)
+    with claims.claim("node:n", "v2", seen.append):  # no Busy: v1's turn ended with its claim
+        pass
+    release.set()
+    worker.join()
+    assert seen == [frozenset(), frozenset({"v1"})] and len(claims) == 0
+
+
+def test_reservations_refuse_when_the_check_does_and_wait_only_so_long():
+    claims = Reservations(wait=0.2)
+
+    def refuse(_pending):
+        raise NoSpace("full")
+
+    with pytest.raises(NoSpace):
+        with claims.claim("node:n", "v1", refuse):
+            pass
+    assert len(claims) == 0
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_check(_pending):
+        entered.set()
+        release.wait(5)
+
+    def hold():
+        with claims.claim("node:n", "v1", slow_check):
+            pass
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    entered.wait(5)
+    with pytest.raises(Busy, match="no turn"):
+        with claims.claim("node:n", "v2", lambda _pending: None):
+            pass
+    with claims.claim("node:m", "v3", lambda _pending: None):  # another key does not wait
+        pass
+    release.set()
+    worker.join()
+    assert len(claims) == 0

@@ -309,3 +309,23 @@ def test_node_metrics_and_io_max_follow_a_dynamic_ceiling(node_fs, monkeypatch):
     assert value(m, "sluice_node_pod_limits_in_force", volume_id="vol-a") == 1
     assert value(m, "sluice_node_volume_latency_seconds", volume_id="vol-a") == pytest.approx(0.0015)
     assert PodLimits(root / "cgroup").wanted(record) == QoS(write_bps=4 * MiB)  # no ceiling: the static cap
+
+
+def test_path_disks_without_multipath_dir_are_found_in_one_pass(tmp_path, monkeypatch):
+    """Kernels whose head has no multipath/ (6.1): the paths sit under their controllers in
+    /sys/class/nvme; one listing per scrape serves every volume, each summing its own."""
+    block, nvme = tmp_path / "block", tmp_path / "nvme"
+    for head in ("nvme0n1", "nvme1n1"):
+        (block / head).mkdir(parents=True)
+        (block / head / "stat").write_text(" ".join(["0"] * 17) + "\n")
+    for ctrl, disk, ios in (("nvme0", "nvme0c0n1", 2), ("nvme2", "nvme0c2n1", 3), ("nvme1", "nvme1c1n1", 5)):
+        (nvme / ctrl / disk).mkdir(parents=True)
+        (nvme / ctrl / disk / "stat").write_text(" ".join([str(ios)] * 17) + "\n")
+    (nvme / "nvme0" / "ng0n1").mkdir()  # the char device's node is not a path disk
+    monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
+    monkeypatch.setattr(fabrics, "SYS_NVME", nvme)
+    found = node_metrics.path_disks_by_head()
+    assert {head: [p.name for p in paths] for head, paths in found.items()} == {
+        "nvme0n1": ["nvme0c0n1", "nvme0c2n1"], "nvme1n1": ["nvme1c1n1"]}
+    assert node_metrics.disk_stat("nvme0n1", found)[0] == 5 and node_metrics.disk_stat("nvme1n1", found)[0] == 5
+    assert node_metrics.disk_stat("nvme0n1")[0] == 5  # looked up alone, the same

@@ -27,7 +27,7 @@ import structlog
 
 from csi_driver import ids
 from csi_driver.node.limits import PROTECTION_FILE
-from csi_driver.node.metrics import disk_stat, namespaces
+from csi_driver.node.metrics import disk_stat, namespaces, path_disks_by_head
 from csi_driver.node.staging import StagingRecord
 from csi_driver.targets import Targets
 from nvme_target.model import IoReport, QoS
@@ -35,6 +35,7 @@ from sluice_common.errors import SluiceError
 
 log = structlog.get_logger(__name__)
 SECTOR = 512
+CLASSES = ("latency", "bulk")  # the volumes the control loop needs to hear about
 
 
 @dataclass(frozen=True)
@@ -103,12 +104,23 @@ class IoReporter:
         self.latest: dict[str, IoReport] = {}
 
     def step(self) -> None:
+        """One report. Only volumes in a protection class (latency or bulk) are measured:
+        the others take no part in the loop, and a node with none does nothing but keep
+        its report file empty (an idle node with 50 unclassed volumes read every device's
+        stats twice a second before)."""
         now = time.monotonic()
-        by_uuid = namespaces()
+        records = [r for r in self.records() if r.limits.qos_class in CLASSES]
         latest: dict[str, IoReport] = {}
-        for record in self.records():
+        if not records:
+            self._before.clear()
+            if self.latest or not self.path.exists():
+                self.latest = {}
+                self._save({})
+            return
+        by_uuid, path_disks = namespaces(), path_disks_by_head()
+        for record in records:
             ns = by_uuid.get(record.ns_uuid)
-            stat = disk_stat(ns.device) if ns else []
+            stat = disk_stat(ns.device, path_disks) if ns else []
             if len(stat) < 10:
                 self._before.pop(record.volume_id, None)
                 continue

@@ -313,3 +313,41 @@ def test_a_window_with_io_in_flight_but_none_completed_reports_the_time_in_fligh
     before = Counters.of([10, 0, 80, 5, 0, 0, 0, 0, 1, 100, 0], 0.0)
     stalled = Counters.of([10, 0, 80, 5, 0, 0, 0, 0, 1, 550, 0], 0.5)
     assert stalled.since(before) == IoReport(450_000.0, 0.0, 0.0)
+
+
+def test_the_node_reporter_measures_only_volumes_in_a_protection_class(tmp_path, monkeypatch):
+    """An idle node whose volumes take no part in protection reads no device stats and
+    sends nothing (it read every device twice a second before); a bulk volume is measured."""
+    import json
+
+    from csi_driver.node import protection as node_protection
+    from csi_driver.node.staging import StagingRecord
+
+    def record(vid: str, qos: dict) -> StagingRecord:
+        return StagingRecord(vid, str(tmp_path / vid), f"nqn.2026-01.dev.sluice:{vid}", "u-" + vid,
+                             "10.0.0.3:4420", "block", qos=qos)
+
+    sent: list = []
+
+    class Backend:
+        def report_io(self, host_nqn, reports):
+            sent.append(dict(reports))
+
+    class Target:
+        id, backend = "t", Backend()
+
+    PLAIN, BULK = "v-" + "0" * 32, "v-" + "1" * 32
+    records = [record(f"t/{PLAIN}", {"qos.writeBPS": "1000000"})]
+    reporter = node_protection.IoReporter([Target()], lambda: records, "nqn.host", Ceilings(), tmp_path / "state")
+    monkeypatch.setattr(node_protection, "namespaces", lambda: pytest.fail("sysfs read for unclassed volumes"))
+    reporter.step()
+    assert sent == [] and json.loads((tmp_path / "state" / "protection.json").read_text())["volumes"] == {}
+
+    records.append(record(f"t/{BULK}", {"qos.class": "bulk"}))
+    monkeypatch.setattr(node_protection, "namespaces", lambda: {f"u-t/{BULK}": type("Ns", (), {"device": "nvme1n1"})})
+    monkeypatch.setattr(node_protection, "path_disks_by_head", dict)
+    stats = iter([[10, 0, 80, 20, 0, 0, 0, 0, 0, 5, 0], [30, 0, 240, 60, 0, 0, 0, 0, 0, 9, 0]])
+    monkeypatch.setattr(node_protection, "disk_stat", lambda device, path_disks=None: next(stats))
+    reporter.step()
+    reporter.step()
+    assert list(sent[-1]) == [BULK] and sent[-1][BULK].latency_us == 2000.0

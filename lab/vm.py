@@ -12,6 +12,11 @@ scratch disks are attached as /dev/vda, /dev/vdb (--disks).
 Exit status: COMMAND's exit status; 124 when the guest hung past --timeout (qemu is
 killed); 125 when the guest never reported one. The serial console is echoed to stdout
 and kept in DIR/serial.log.
+
+A guest whose kernel dies before COMMAND starts (TCG rarely trips over the kernel's own
+code patching while it boots: "Oops: int3" in a static branch, then a panic) is booted
+again, up to --boot-retries times; the failed boot's console is kept as
+DIR/serial-boot-failure-N.log. Once COMMAND has started nothing is retried.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="lab kernel: 6.12 (Debian trixie, the default) or 6.1 (bookworm, the oldest supported)")
     p.add_argument("--out", type=Path, help="results folder (default: CACHE/runs/<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="do not echo the serial console")
+    p.add_argument("--boot-retries", type=int, default=int(os.environ.get("LAB_BOOT_RETRIES", 2)),
+                   help="boot again when the kernel dies before COMMAND starts (never after)")
+    p.add_argument("--append", default="", help="extra kernel command-line arguments")
     p.add_argument("command", nargs="+")
     return p.parse_args(argv)
 
@@ -83,7 +91,8 @@ def qemu_command(args: argparse.Namespace, out: Path, script: Path, disks: list[
         f"lab.moddir={moddir}",
         f"lab.script={script}",
         f"lab.out={out}",
-    ])
+        args.append,
+    ]).strip()
     return [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max",
         "-smp", args.smp, "-m", args.mem, "-bios", "/usr/share/qemu/qboot.rom",
@@ -108,12 +117,29 @@ def pump_serial(proc: subprocess.Popen, log: Path, echo: bool) -> None:
                 print(line, flush=True)
 
 
+SCRIPT_STARTED = "LAB-SCRIPT-START"
+
+
 def run(args: argparse.Namespace) -> int:
     out = args.out or args.cache / "runs" / time.strftime("%Y%m%d-%H%M%S")
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rc").unlink(missing_ok=True)
     script = write_guest_script(out, args.command)
+    for attempt in range(args.boot_retries + 1):
+        rc, started = boot_once(args, out, script)
+        if started or rc in (0, TIMEOUT_RC):
+            return rc
+        kept = out / f"serial-boot-failure-{attempt + 1}.log"
+        (out / "serial.log").replace(kept)
+        print(f"lab/vm.py: the guest died before the command started (boot {attempt + 1}); "
+              f"console kept in {kept}", file=sys.stderr)
+    print(f"lab/vm.py: giving up after {args.boot_retries + 1} failed boots", file=sys.stderr)
+    return rc
+
+
+def boot_once(args: argparse.Namespace, out: Path, script: Path) -> tuple[int, bool]:
+    """One boot: (exit status, whether the guest got as far as starting COMMAND)."""
+    (out / "rc").unlink(missing_ok=True)
     disks = fresh_scratch_disks(args.cache, args.scratch_size, args.disks)
     cmd = qemu_command(args, out, script, disks)
     (out / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
@@ -137,7 +163,14 @@ def run(args: argparse.Namespace) -> int:
     verdict = "passed" if rc == 0 else "FAILED"
     print(f"lab/vm.py: guest {verdict} rc={rc} in {elapsed:.1f} s (qemu exit {proc.returncode}); "
           f"serial log: {out / 'serial.log'}", file=sys.stderr)
-    return rc
+    return rc, command_started(out / "serial.log")
+
+
+def command_started(log: Path) -> bool:
+    try:
+        return SCRIPT_STARTED in log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 def guest_rc(out: Path, timed_out: bool) -> int:

@@ -35,6 +35,27 @@ def test_hung_guest_is_killed_and_fails(tmp_path):
     assert leftover.returncode == 1, "no qemu process may survive the timeout"
 
 
+def test_a_guest_that_dies_while_booting_is_booted_again_then_given_up(tmp_path):
+    # A real kernel panic before the command starts (no init to run): the harness boots
+    # again (TCG rarely panics a boot while the kernel patches its own code), keeps each
+    # failed console, and gives up after --boot-retries more boots.
+    result = run_vm(tmp_path, "--boot-retries", "1", "--append", "rdinit=/no-such-init",
+                    "--", "bash", "-c", "touch $LAB_OUT/ran")
+    assert result.returncode == 125
+    assert result.stderr.count("died before the command started") == 2
+    assert "giving up after 2 failed boots" in result.stderr
+    for n in (1, 2):
+        assert "Kernel panic" in (tmp_path / f"run/serial-boot-failure-{n}.log").read_text()
+    assert not (tmp_path / "run/ran").exists()
+
+
+def test_a_command_that_fails_is_never_run_again(tmp_path):
+    result = run_vm(tmp_path, "--", "bash", "-c", "echo x >> $LAB_OUT/runs; exit 5")
+    assert result.returncode == 5
+    assert (tmp_path / "run/runs").read_text() == "x\n"
+    assert "died before" not in result.stderr
+
+
 def junit(path: Path, tests: int, failures: int = 0, errors: int = 0, skipped: int = 0) -> Path:
     path.write_text(
         f'<testsuites><testsuite name="pytest" tests="{tests}" failures="{failures}" '

@@ -27,6 +27,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,9 +77,12 @@ def write_guest_script(out: Path, command: list[str]) -> Path:
 
 
 def fresh_scratch_disks(cache: Path, size: str, count: int) -> list[Path]:
-    disks = [cache / f"scratch{i}.img" for i in range(count)]
+    """Blank sparse disks in a folder of this VM's own, so several VMs can run side by side."""
+    if count == 0:
+        return []
+    folder = Path(tempfile.mkdtemp(prefix="scratch-", dir=cache))
+    disks = [folder / f"scratch{i}.img" for i in range(count)]
     for disk in disks:
-        disk.unlink(missing_ok=True)
         subprocess.run(["truncate", "-s", size, str(disk)], check=True)
     return disks
 
@@ -158,6 +162,8 @@ def boot_once(args: argparse.Namespace, out: Path, script: Path) -> tuple[int, b
     pump.join(timeout=10)
     for disk in disks:
         disk.unlink(missing_ok=True)
+    if disks:
+        disks[0].parent.rmdir()
     elapsed = time.monotonic() - started
     rc = guest_rc(out, timed_out)
     verdict = "passed" if rc == 0 else "FAILED"

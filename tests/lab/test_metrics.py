@@ -20,7 +20,7 @@ from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
 from tests.lab.prometheus import PrometheusServer
 from tests.lab.test_qos import device_of, fio
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timing]
 DISK, VG, POOL = "/dev/vdb", "metricsvg", "pool"
 POOL_MIB, VOLUME_MIB = 128, 120   # written whole: ~94% of the pool, past high (85), under critical (95)
 CAP = 4 * MiB

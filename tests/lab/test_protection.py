@@ -31,7 +31,7 @@ from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
 from tests.lab.test_qos import device_of
 from tests.lab.workloads import burst_bandwidth, inference, inference_during_burst, start_burst
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timing]
 SECONDS = 8
 STATIC_CAP = 8 * MiB  # the cap the checkpoint would carry without protection (bench/qos.py's)
 

@@ -28,7 +28,7 @@ from tests.lab.kernel import controllers_for, delete_controller, wait_for
 from tests.lab.pods import CGROUP, Pod, make_pod
 from tests.lab.processes import AgentProcess, ControllerProcess, NodeProcess
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timing]
 
 
 @pytest.fixture(scope="module")

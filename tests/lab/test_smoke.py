@@ -20,7 +20,7 @@ from tests.lab.kernel import (
     fio_json, lvm, lvs_json, new_host_nqn, sh, wait_for,
 )
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.timing]
 
 PORT_ID = "1"
 TRADDR, TRSVCID = "127.0.0.1", "4420"

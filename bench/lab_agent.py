@@ -11,13 +11,15 @@ from nvme_target.agent.client import AgentClient
 from tests.lab.kernel import sh, wait_for
 
 
-def thin_pool(vg: str, pool: str, disk: str, size: str = "8G", pv_args: tuple[str, ...] = ()) -> None:
-    """The volume group `vg` on `disk` alone, with a thin pool of `size`."""
+def thin_pool(vg: str, pool: str, disk: str, size: str = "8G", pv_args: tuple[str, ...] = (),
+              pool_args: tuple[str, ...] = ()) -> None:
+    """The volume group `vg` on `disk` alone, with a thin pool of `size` (`pool_args`: more
+    lvcreate arguments, e.g. --poolmetadatasize)."""
     sh("modprobe", "-a", "nvmet", "nvmet-tcp", "nvme-tcp", "dm-thin-pool")
     scope = ("--devices", disk)
     sh("pvcreate", *scope, "-q", "-ff", "-y", *pv_args, disk, timeout=600)
     sh("vgcreate", *scope, "-q", vg, disk, timeout=600)
-    sh("lvcreate", *scope, "-q", "--type", "thin-pool", "-L", size, "-n", pool, vg, timeout=600)
+    sh("lvcreate", *scope, "-q", "--type", "thin-pool", "-L", size, "-n", pool, *pool_args, vg, timeout=600)
 
 
 def start(work: Path, vg: str, pool: str, disk: str, extra: tuple[str, ...] = (),

@@ -12,33 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import shards
-
 pytest_plugins = ["pytester"]
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--lab-shard", metavar="K/N", default=None,
-                     help="run only the K-th of N parts of the collected tests, whole modules each "
-                          "(tests/shards.py; make lab-test runs two lab VMs side by side)")
-
-
-@pytest.hookimpl(trylast=True)  # after -m has deselected: shards balance what will run
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    spec = config.getoption("--lab-shard")
-    if not spec:
-        return
-    try:
-        k, n = shards.parse(spec)
-    except ValueError as e:
-        raise pytest.UsageError(str(e)) from None
-    shard_of = shards.assign([item.module.__name__.rpartition(".")[2] for item in items], n)
-    keep, dropped = [], []
-    for item in items:
-        (keep if shard_of[item.module.__name__.rpartition(".")[2]] == k else dropped).append(item)
-    if dropped:
-        config.hook.pytest_deselected(items=dropped)
-    items[:] = keep
 
 
 def in_lab_guest() -> bool:

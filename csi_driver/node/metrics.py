@@ -161,31 +161,28 @@ def volume_labels(record: StagingRecord) -> list[str]:
 
 
 def diskstats(text: str | None = None) -> dict[str, list[int]]:
-    """Every namespace's counters by device name, from one read of /proc/diskstats (the
-    fields of /sys/block/<dev>/stat, in the same order, after MAJ MIN NAME). An NVMe
-    multipath head (nvmeXnY) accounts no I/O of its own (seen in the lab: its stat stays 0
-    while fio writes): the I/O is counted on its path disks (nvmeXcZnY, listed here too),
-    so a head's counters are the sum of its paths'; a device without paths keeps its own."""
-    own: dict[str, list[int]] = {}
-    paths: dict[str, list[list[int]]] = {}
+    """Every block device's counters by name, from /proc/diskstats (the fields of
+    /sys/block/<dev>/stat, in the same order, after MAJ MIN NAME), hidden multipath
+    path disks (nvmeXcZnY) included."""
+    found = {}
     for line in (read_text(DISKSTATS) if text is None else text).splitlines():
         parts = line.split()
-        if len(parts) < 14:
-            continue
-        row = [int(f) for f in parts[3:]]
-        match = PATH_DISK.fullmatch(parts[2])
-        if match is not None:
-            paths.setdefault(f"nvme{match[1]}n{match[2]}", []).append(row)
-        else:
-            own[parts[2]] = row
-    summed = {head: [sum(column) for column in zip(*rows, strict=False)] for head, rows in paths.items()}
-    return {**own, **summed}
+        if len(parts) >= 14:
+            found[parts[2]] = [int(f) for f in parts[3:]]
+    return found
 
 
 def disk_stat(device: str, stats: dict[str, list[int]]) -> list[int]:
-    """The namespace's counters from diskstats() ([] when the device is not listed)."""
-    row = stats.get(device, [])
-    return row if len(row) >= 11 else []
+    """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
+    own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
+    path disks (nvmeXcZnY), so sum theirs; a device without paths counts its own."""
+    head = re.fullmatch(r"nvme(\d+)n(\d+)", device)
+    rows = [row for name, row in stats.items()
+            if head is not None and (m := PATH_DISK.fullmatch(name)) is not None and m.groups() == head.groups()]
+    if not rows and device in stats:
+        rows = [stats[device]]
+    rows = [row for row in rows if len(row) >= 11]
+    return [sum(column) for column in zip(*rows, strict=False)] if rows else []
 
 
 def wanted_values(record: StagingRecord, ceiling: QoS | None = None) -> dict[str, int]:

@@ -64,7 +64,7 @@ def run(binary: str, endpoint: Path, access: str, mutable: Path) -> tuple[int, t
                           "--ginkgo.v"], capture_output=True, text=True)
     sys.stdout.write(out.stdout[-20000:])
     sys.stderr.write(out.stderr[-5000:])
-    found = SUMMARY.findall(out.stdout)
+    found = SUMMARY.findall(re.sub(r"\x1b\[[0-9;]*m", "", out.stdout))  # ginkgo colours its summary
     return out.returncode, found[-1] if found else None
 
 

@@ -1,7 +1,7 @@
 """Cost of a node plugin scrape with many staged volumes, on the host.
 
 Builds what the node plugin reads for N staged volumes, each published to one pod (a
-/sys/block namespace device with its stat, a /sys/class/nvme controller, the pod's cgroup
+/sys/block namespace device and its /proc/diskstats line, a /sys/class/nvme controller, the pod's cgroup
 v2 files, the staging records), then serves /metrics with the real NodeCollector over
 HTTP and times GETs (median and p95 of `--rounds`; the CPU time of the process per GET,
 which a loaded machine inflates less than wall time), and reports the process's RSS. The
@@ -38,6 +38,7 @@ def build(root: Path, volumes: int) -> StagingStore:
     cgroup = root / "cgroup"
     cgroup.mkdir()
     (cgroup / "cgroup.controllers").write_text("cpu io memory pids\n")
+    diskstats = []
     for i in range(volumes):
         ns_uuid, pod_uid, nqn = str(uuid.uuid4()), str(uuid.uuid4()), f"nqn.2026-01.dev.sluice:v{i}"
         disk = root / "block" / f"nvme{i}n1"
@@ -45,6 +46,7 @@ def build(root: Path, volumes: int) -> StagingStore:
         for name, text in (("uuid", ns_uuid), ("dev", f"259:{i}"), ("size", "131072"),
                            ("stat", "100 0 2048 50 40 0 8192 400 3 300 450 0 0 0 0 0 0")):
             (disk / name).write_text(text + "\n")
+        diskstats.append(f" 259 {i:7d} nvme{i}n1 100 0 2048 50 40 0 8192 400 3 300 450 0 0 0 0 0 0")
         ctrl = root / "nvme" / f"nvme{i}"
         ctrl.mkdir(parents=True)
         for name, text in (("subsysnqn", nqn), ("state", "live"), ("address", "traddr=10.0.0.5,trsvcid=4420")):
@@ -58,7 +60,9 @@ def build(root: Path, volumes: int) -> StagingStore:
         record = StagingRecord(f"v-{i:04d}", str(root / "staging" / f"v{i}"), nqn, ns_uuid, "10.0.0.5:4420", "block",
                                qos={"qos.writeBPS": "4194304"})
         store.save(record.with_publication(f"/pods/{i}/vol", pod_uid))
+    (root / "diskstats").write_text("\n".join(diskstats) + "\n")
     node_metrics.SYS_BLOCK, fabrics.SYS_NVME = root / "block", root / "nvme"
+    node_metrics.DISKSTATS = root / "diskstats"
     return store
 
 

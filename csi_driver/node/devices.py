@@ -57,6 +57,11 @@ class DeviceIndex:
                     self._misses[ns_uuid] = generation
         return found.get(ns_uuid)
 
+    def generation(self) -> int | None:
+        """Moves with every udev block device event; None without udev (nothing is known)."""
+        with self._lock:
+            return None if self._observer is None else self._generation
+
     def changed(self, *_args) -> None:
         with self._lock:
             self._generation += 1

@@ -56,6 +56,9 @@ class PodLimits:
         self.cgroup_root = cgroup_root
         self.ceiling = ceiling
         self._hierarchy: Hierarchy | None = None
+        # (volume id, pod uid) -> (device MAJ:MIN, cgroups, limits) of the last apply that
+        # found every line right or wrote it: what verify() re-reads
+        self._applied: dict[tuple[str, str], tuple[str, tuple[Path, ...], QoS]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -81,19 +84,37 @@ class PodLimits:
     def apply(self, record: StagingRecord, pod_uid: str) -> str | None:
         """Make the pod's cgroup carry the record's limits for the volume's device.
         Returns the line written, or None when it already did."""
+        self._applied.pop((record.volume_id, pod_uid), None)
         device = self._device(record)
         pod = self.hierarchy.pod(pod_uid)
         majmin = devices.majmin(device)
         wanted = self.wanted(record)
         line = None
-        for cgroup in self.hierarchy.enforced_at(pod):
+        cgroups = tuple(self.hierarchy.enforced_at(pod))
+        for cgroup in cgroups:
             if self.hierarchy.limits(cgroup, majmin) == wanted:
                 continue
             self.hierarchy.prepare(cgroup)
             line = self.hierarchy.set_limits(cgroup, majmin, wanted)
             log.info("io limits written", volume_id=record.volume_id, pod_uid=pod_uid, cgroup=str(cgroup),
                      device=device, line=line)
+        self._applied[(record.volume_id, pod_uid)] = (majmin, cgroups, wanted)
         return line
+
+    def verify(self, record: StagingRecord) -> None:
+        """sync() for a record that has not changed on a device that has not changed (no
+        udev event since): re-read only the io.max lines the last apply left and apply
+        again where one differs (someone else wrote it) or nothing is known yet."""
+        wanted = self.wanted(record)
+        for pod_uid in sorted(record.pod_uids()):
+            known = self._applied.get((record.volume_id, pod_uid))
+            if known is not None and known[2] == wanted and all(
+                    self.hierarchy.limits(cgroup, known[0]) == wanted for cgroup in known[1]):
+                continue
+            try:
+                self.apply(record, pod_uid)
+            except (FailedPrecondition, Unavailable) as exc:
+                log.warning("io limits not applied", volume_id=record.volume_id, pod_uid=pod_uid, error=str(exc))
 
     def wanted(self, record: StagingRecord) -> QoS:
         """The io.max limits for the volume: its static caps, lowered by a dynamic ceiling."""
@@ -102,6 +123,7 @@ class PodLimits:
     def clear(self, record: StagingRecord, pod_uid: str) -> None:
         """Remove the volume's line from the pod's cgroup; a pod or device already gone
         has nothing to remove."""
+        self._applied.pop((record.volume_id, pod_uid), None)
         device = devices.find_by_uuid(record.ns_uuid)
         if device is None or not pod_uid:
             return

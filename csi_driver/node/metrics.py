@@ -1,8 +1,9 @@
 """The node plugin's Prometheus collector: per staged volume, per (volume, pod) and per
 NVMe path, read on scrape from the staging records, sysfs and cgroupfs only.
 
-- volume: the namespace device's /sys/block/<dev>/stat (bytes, operations, time spent,
-  in flight), its size, whether it is attached and abnormal (no live path);
+- volume: the namespace device's counters from /proc/diskstats, one read for every
+  device (bytes, operations, time spent, in flight), its size, whether it is attached
+  and abnormal (no live path);
 - volume x pod: the limits wanted (the staging record), the io.max values in force on
   the pod's cgroup, whether they match, the pod's io.stat for the device and the pod
   cgroup's io.pressure (some/full);
@@ -10,11 +11,19 @@ NVMe path, read on scrape from the staging records, sysfs and cgroupfs only.
 
 Labels: volume_id, pvc_namespace and pvc_name (from the volume context when the
 controller passed them through, else ""), pod_uid, controller, traddr, trsvcid.
+
+Cheap on scrape: what only changes with a device event (namespace UUID, MAJ:MIN, size)
+is kept until udev reports a block event; a controller's NQN and address until its
+sysfs directory is a new one; a pod's cgroup path until it is gone. What a scrape must
+see live is read live: the disk counters, each path's state, and per pod io.max, io.stat
+and io.pressure.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +31,7 @@ from pathlib import Path
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from csi_driver.node import fabrics
+from csi_driver.node import devices, fabrics
 from csi_driver.node.cgroups import IO_MAX_KEYS, Hierarchy, pod_cgroup_candidates
 from csi_driver.node.limits import load_protection
 from csi_driver.node.path_events import PathEvents
@@ -33,6 +42,7 @@ from sluice_common.errors import FailedPrecondition
 from sluice_common.metrics import read_text
 
 SYS_BLOCK = Path("/sys/block")
+DISKSTATS = Path("/proc/diskstats")
 PATH_DISK = re.compile(r"nvme(\d+)c\d+n(\d+)")
 SECTOR = 512
 PVC_NAME, PVC_NAMESPACE = "csi.storage.k8s.io/pvc/name", "csi.storage.k8s.io/pvc/namespace"
@@ -58,16 +68,38 @@ POD_COUNTERS = {"rbytes": "read_bytes_total", "wbytes": "write_bytes_total",
 class Namespace:
     device: str      # nvmeXnY
     majmin: str
+    size: int = 0    # bytes
 
 
 def namespaces() -> dict[str, Namespace]:
-    """Every visible NVMe namespace block device by UUID (one sysfs pass per scrape)."""
+    """Every visible NVMe namespace block device by UUID (one sysfs pass)."""
     found = {}
     for disk in SYS_BLOCK.glob("nvme*n*"):
         uuid, majmin = read_text(disk / "uuid").strip(), read_text(disk / "dev").strip()
         if uuid and majmin:
-            found[uuid] = Namespace(disk.name, majmin)
+            found[uuid] = Namespace(disk.name, majmin, int(read_text(disk / "size") or 0) * SECTOR)
     return found
+
+
+class NamespaceCache:
+    """namespaces(), swept again only after a udev block event (devices.INDEX): a
+    namespace's UUID, MAJ:MIN and size change only with one (a resize is a change
+    event). Without udev events every call sweeps."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[int, dict[str, Namespace]] | None = None
+
+    def get(self) -> dict[str, Namespace]:
+        generation = devices.INDEX.generation()
+        with self._lock:
+            if generation is not None and self._seen is not None and self._seen[0] == generation:
+                return self._seen[1]
+        found = namespaces()  # a later event moves the generation again: this is never kept too long
+        if generation is not None:
+            with self._lock:
+                self._seen = (generation, found)
+        return found
 
 
 @dataclass(frozen=True)
@@ -80,17 +112,47 @@ class Path_:
     trsvcid: str
 
 
+class Controllers:
+    """Every controller in /sys/class/nvme by subsystem NQN. Its NQN and address are kept
+    per sysfs directory (a controller deleted and made again under the same name is a new
+    directory, a new inode); its state is read on every call."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple, str, str, str]] = {}  # name -> (identity, nqn, traddr, trsvcid)
+
+    def by_subsystem(self) -> dict[str, list[Path_]]:
+        found: dict[str, list[Path_]] = {}
+        known: dict[str, tuple[tuple, str, str, str]] = {}
+        try:
+            entries = sorted(os.scandir(fabrics.SYS_NVME), key=lambda e: e.name)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if not entry.name.startswith("nvme"):
+                continue
+            try:
+                st = os.stat(entry.path)  # follows the class link to the device directory
+            except OSError:
+                continue
+            inode = (st.st_ino, st.st_ctime_ns)
+            ctrl = Path(entry.path)
+            fixed = self._known.get(entry.name)
+            if fixed is None or fixed[0] != inode:
+                nqn = read_text(ctrl / "subsysnqn").strip()
+                address = dict(kv.split("=", 1) for kv in read_text(ctrl / "address").strip().split(",") if "=" in kv)
+                fixed = (inode, nqn, address.get("traddr", ""), address.get("trsvcid", ""))
+            if not fixed[1]:
+                continue
+            known[entry.name] = fixed
+            found.setdefault(fixed[1], []).append(
+                Path_(entry.name, read_text(ctrl / "state").strip() or "unknown", fixed[2], fixed[3]))
+        self._known = known
+        return found
+
+
 def paths_by_subsystem() -> dict[str, list[Path_]]:
-    """Every controller in /sys/class/nvme by subsystem NQN (one pass per scrape)."""
-    found: dict[str, list[Path_]] = {}
-    for ctrl in sorted(fabrics.SYS_NVME.glob("nvme*")):
-        nqn = read_text(ctrl / "subsysnqn").strip()
-        if not nqn:
-            continue
-        address = dict(kv.split("=", 1) for kv in read_text(ctrl / "address").strip().split(",") if "=" in kv)
-        found.setdefault(nqn, []).append(Path_(ctrl.name, read_text(ctrl / "state").strip() or "unknown",
-                                               address.get("traddr", ""), address.get("trsvcid", "")))
-    return found
+    """Every controller in /sys/class/nvme by subsystem NQN (read afresh)."""
+    return Controllers().by_subsystem()
 
 
 def volume_labels(record: StagingRecord) -> list[str]:
@@ -98,29 +160,29 @@ def volume_labels(record: StagingRecord) -> list[str]:
     return [record.volume_id, ctx.get(PVC_NAMESPACE, ""), ctx.get(PVC_NAME, "")]
 
 
-def disk_stat(device: str, path_disks: dict[str, list[Path]] | None = None) -> list[int]:
+def diskstats(text: str | None = None) -> dict[str, list[int]]:
+    """Every block device's counters by name, from /proc/diskstats (the fields of
+    /sys/block/<dev>/stat, in the same order, after MAJ MIN NAME), hidden multipath
+    path disks (nvmeXcZnY) included."""
+    found = {}
+    for line in (read_text(DISKSTATS) if text is None else text).splitlines():
+        parts = line.split()
+        if len(parts) >= 14:
+            found[parts[2]] = [int(f) for f in parts[3:]]
+    return found
+
+
+def disk_stat(device: str, stats: dict[str, list[int]]) -> list[int]:
     """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
     own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
-    paths (nvmeXcZnY, linked under the head's multipath/), so sum theirs. `path_disks`:
-    path_disks_by_head() of this scrape (None: looked up for this device alone)."""
-    paths = sorted((SYS_BLOCK / device / "multipath").glob("*"))
-    if not paths:
-        paths = (path_disks_by_head() if path_disks is None else path_disks).get(device, [])
-    rows = [read_text(f).split() for f in ([p / "stat" for p in paths] or [SYS_BLOCK / device / "stat"])]
-    rows = [[int(f) for f in row] for row in rows if len(row) >= 11]
+    path disks (nvmeXcZnY), so sum theirs; a device without paths counts its own."""
+    head = re.fullmatch(r"nvme(\d+)n(\d+)", device)
+    rows = [row for name, row in stats.items()
+            if head is not None and (m := PATH_DISK.fullmatch(name)) is not None and m.groups() == head.groups()]
+    if not rows and device in stats:
+        rows = [stats[device]]
+    rows = [row for row in rows if len(row) >= 11]
     return [sum(column) for column in zip(*rows, strict=False)] if rows else []
-
-
-def path_disks_by_head() -> dict[str, list[Path]]:
-    """The path disks (nvmeXcZnY) under their controllers in /sys/class/nvme, by the
-    multipath head nvmeXnY they serve (kernels whose head has no multipath/ directory),
-    in one pass per scrape: a glob per volume made a scrape O(volumes x controllers)."""
-    found: dict[str, list[Path]] = {}
-    for disk in sorted(fabrics.SYS_NVME.glob("nvme*/nvme*c*n*")):
-        match = PATH_DISK.fullmatch(disk.name)
-        if match is not None:
-            found.setdefault(f"nvme{match[1]}n{match[2]}", []).append(disk)
-    return found
 
 
 def wanted_values(record: StagingRecord, ceiling: QoS | None = None) -> dict[str, int]:
@@ -190,14 +252,25 @@ class NodeCollector(Collector):
         self.state_dir = store.index.parent
         self.cgroup_root = cgroup_root
         self.events = events or PathEvents()
+        self.namespaces = NamespaceCache()
+        self.controllers = Controllers()
+        self._scrape = threading.Lock()  # one scrape at a time: the caches are not shared across them
+        self._hierarchy_found: Hierarchy | None = None
+        self._pod_cgroups: dict[str, Path] = {}
 
     def describe(self) -> list:
         return _Families().all()
 
     def collect(self) -> Iterator:
+        with self._scrape:
+            fam = self._collect()
+        yield from fam.all()
+
+    def _collect(self) -> _Families:
         fam = _Families()
-        by_uuid, by_nqn, path_disks = namespaces(), paths_by_subsystem(), path_disks_by_head()
+        by_uuid, by_nqn, stats = self.namespaces.get(), self.controllers.by_subsystem(), diskstats()
         hierarchy = self._hierarchy()
+        pods_seen: dict[str, Path] = {}
         protection = load_protection(self.state_dir).get("volumes", {})
         for record in self.store.all():
             labels = volume_labels(record)
@@ -205,12 +278,22 @@ class NodeCollector(Collector):
             seen = protection.get(record.volume_id, {})
             ceiling = QoS.from_params(seen["ceiling"]) if seen.get("ceiling") else None
             wanted = wanted_values(record, ceiling)
-            self._volume(fam, record, labels, ns, wanted, path_disks)
+            self._volume(fam, record, labels, ns, wanted, stats)
             self._protection(fam, labels, seen, ceiling)
             self._paths(fam, by_nqn.get(record.subnqn, []), labels)
             for pod_uid in sorted(record.pod_uids()):
-                self._pod(fam, [*labels, pod_uid], ns, hierarchy, wanted)
-        yield from fam.all()
+                cgroup = self._pod_cgroup(hierarchy, pod_uid) if hierarchy else None
+                if cgroup is not None:
+                    pods_seen[pod_uid] = cgroup
+                self._pod(fam, [*labels, pod_uid], ns, hierarchy, cgroup, wanted)
+        self._pod_cgroups = pods_seen  # pods no longer published are forgotten
+        return fam
+
+    def _pod_cgroup(self, hierarchy: Hierarchy, pod_uid: str) -> Path | None:
+        known = self._pod_cgroups.get(pod_uid)
+        if known is not None and known.is_dir():
+            return known
+        return _pod_cgroup(hierarchy, pod_uid)
 
     @staticmethod
     def _protection(fam: _Families, labels: list[str], seen: dict, ceiling: QoS | None) -> None:
@@ -221,22 +304,25 @@ class NodeCollector(Collector):
                 fam.ceiling.add_metric([*labels, key], getattr(ceiling, attr))
 
     def _hierarchy(self) -> Hierarchy | None:
+        if self._hierarchy_found is not None:
+            return self._hierarchy_found  # a node does not change cgroup versions while it runs
         try:
-            return Hierarchy.detect(self.cgroup_root)
+            self._hierarchy_found = Hierarchy.detect(self.cgroup_root)
         except FailedPrecondition:  # no io controller here: the per-pod families stay empty
             return None
+        return self._hierarchy_found
 
     @staticmethod
     def _volume(fam: _Families, record: StagingRecord, labels: list[str], ns: Namespace | None,
-                wanted: dict[str, int], path_disks: dict[str, list[Path]]) -> None:
+                wanted: dict[str, int], stats: dict[str, list[int]]) -> None:
         fam.staged.add_metric(labels, 1)
         fam.attached.add_metric(labels, 1 if ns else 0)
         for key, value in wanted.items():
             fam.wanted.add_metric([*labels, key], value)
-        stat = disk_stat(ns.device, path_disks) if ns else []
+        stat = disk_stat(ns.device, stats) if ns else []
         if not stat:
             return
-        fam.size.add_metric(labels, int(read_text(SYS_BLOCK / ns.device / "size") or 0) * SECTOR)
+        fam.size.add_metric(labels, ns.size)
         fam.in_flight.add_metric(labels, stat[8])
         for name, (index, scale, _) in DISK_COUNTERS.items():
             fam.disk[name].add_metric(labels, stat[index] * scale)
@@ -254,9 +340,8 @@ class NodeCollector(Collector):
 
     @staticmethod
     def _pod(fam: _Families, labels: list[str], ns: Namespace | None, hierarchy: Hierarchy | None,
-             wanted: dict[str, int]) -> None:
-        cgroup = _pod_cgroup(hierarchy, labels[-1]) if hierarchy else None
-        if cgroup is None or ns is None:
+             cgroup: Path | None, wanted: dict[str, int]) -> None:
+        if hierarchy is None or cgroup is None or ns is None:
             fam.in_force.add_metric(labels, 0 if wanted else 1)
             return
         limits = hierarchy.limits(cgroup, ns.majmin)

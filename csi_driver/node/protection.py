@@ -27,7 +27,7 @@ import structlog
 
 from csi_driver import ids
 from csi_driver.node.limits import PROTECTION_FILE
-from csi_driver.node.metrics import disk_stat, namespaces, path_disks_by_head
+from csi_driver.node.metrics import NamespaceCache, disk_stat, diskstats
 from csi_driver.node.staging import StagingRecord
 from csi_driver.targets import Targets
 from nvme_target.model import IoReport, QoS
@@ -102,6 +102,7 @@ class IoReporter:
         self.path = state_dir / PROTECTION_FILE
         self._before: dict[str, Counters] = {}
         self.latest: dict[str, IoReport] = {}
+        self.namespaces = NamespaceCache()
 
     def step(self) -> None:
         """One report. Only volumes in a protection class (latency or bulk) are measured:
@@ -117,10 +118,10 @@ class IoReporter:
                 self.latest = {}
                 self._save({})
             return
-        by_uuid, path_disks = namespaces(), path_disks_by_head()
+        by_uuid, stats = self.namespaces.get(), diskstats()  # one read of /proc/diskstats for all
         for record in records:
             ns = by_uuid.get(record.ns_uuid)
-            stat = disk_stat(ns.device, path_disks) if ns else []
+            stat = disk_stat(ns.device, stats) if ns else []
             if len(stat) < 10:
                 self._before.pop(record.volume_id, None)
                 continue

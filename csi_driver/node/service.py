@@ -44,7 +44,8 @@ class NodeConfig:
     host_traddr: str = ""
     device_timeout: float = 60.0
     cgroup_root: Path = Path("/sys/fs/cgroup")
-    sync_interval: float = 2.0   # how often limits are re-checked (reconnects, new cgroups)
+    sync_interval: float = 2.0   # how often the limits sync looks for a reason to run (an event)
+    full_sync_interval: float = 30.0  # every line re-read even with no event (someone else's write)
     report_interval: float = 0.5  # latency protection: how often volumes' I/O is reported (0: never)
 
 
@@ -86,6 +87,8 @@ class NodeService:
         self._stopped = threading.Event()
         self._locks_lock = threading.Lock()
         self._record_locks: dict[str, threading.Lock] = {}
+        self._synced: tuple | None = None  # what the last full limits sync saw (see sync_limits)
+        self._synced_at = 0.0
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -105,13 +108,47 @@ class NodeService:
             self.watch.close()
 
     def sync_limits(self) -> None:
+        """Keep every published volume's pods carrying its limits, cheaply. A full pass
+        (device, pod cgroup and io.max looked up again for each volume and pod) runs after a
+        udev block event (a reconnect makes a new device), a changed staging record, a pass
+        that skipped a busy volume, and every round on cgroup v1 (new containers need their
+        own lines). Otherwise, every full_sync_interval, a verify pass re-reads only the
+        io.max lines last written (someone else may have changed one); in between nothing
+        is read. CSI calls and limit changes write their lines themselves."""
+        seen = (devices.INDEX.generation(), self.store.stamp())
+        now = time.monotonic()
+        changed = seen != self._synced or None in seen or self._v1()
+        if not changed and now - self._synced_at < self.config.full_sync_interval:
+            return
+        if self._sync_all(verify_only=not changed, stamp=seen[1]):
+            self._synced, self._synced_at = seen, now
+        else:
+            self._synced = None  # a volume was busy: the next round runs in full again
+
+    def _v1(self) -> bool:
+        try:
+            return self.limits.hierarchy.version == 1
+        except SluiceError:
+            return False
+
+    def _sync_all(self, verify_only: bool = False, stamp: int | None = None) -> bool:
+        """One pass over every published volume; False when one was busy (skipped).
+        `verify_only`: the records and devices had not changed when the pass began (`stamp`:
+        the store's then); a record changed since by a CSI call is read again."""
+        complete = True
         for record in self.store.all():
             if not record.pod_uids():
                 continue
             lock = self._record_lock(record.volume_id)
             if not lock.acquire(blocking=False):
+                complete = False
                 continue  # a CSI call is working on it; next round
             try:
+                if verify_only:
+                    if stamp is None or self.store.stamp() != stamp:
+                        record = self.store.find(record.volume_id) or record
+                    self.limits.verify(record)
+                    continue
                 fresh = self.store.find(record.volume_id)
                 if fresh is not None:
                     self.limits.sync(fresh)
@@ -121,6 +158,7 @@ class NodeService:
                 log.exception("limits sync failed", volume_id=record.volume_id)
             finally:
                 lock.release()
+        return complete
 
     def _watched(self) -> list[str]:
         return [r.volume_id for r in self.store.all()]
@@ -160,7 +198,8 @@ class NodeService:
             reason=reason or "target unreachable: static caps")
         lock = self._record_lock(volume_id)
         if not lock.acquire(timeout=30):
-            return  # the periodic sync applies it
+            self._synced = None  # the next periodic sync runs in full and applies it
+            return
         try:
             record = self.store.find(volume_id)
             if record is not None:

@@ -6,6 +6,8 @@ find every record without knowing kubelet's layout."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,9 +58,31 @@ def record_path(staging_path: str) -> Path:
     return path.parent / f"{path.name}.sluice.json"
 
 
+# a folder changed this recently may change again within the same timestamp tick, unseen
+RACY_NS = 2_000_000_000
+
+
 class StagingStore:
+    """The records, found through an index folder in the plugin's state directory.
+
+    all() is asked every few seconds by background work (limits sync, I/O reporter,
+    metrics): it re-reads the records only when the index folder's mtime moved. Every
+    save renames a file into that folder and every removal unlinks one, so the mtime moves
+    with every change, from any process; a folder changed within the last RACY_NS is not
+    trusted (a second change in the same clock tick would leave the mtime where it was)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.index = state_dir / "staged"
+        self._cache_lock = threading.Lock()
+        self._cached: tuple[int, list[StagingRecord]] | None = None
+
+    def stamp(self) -> int | None:
+        """The index folder's mtime in ns (0: no folder yet); None when too recent to trust."""
+        try:
+            mtime = self.index.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+        return None if time.time_ns() - mtime < RACY_NS else mtime
 
     def save(self, record: StagingRecord) -> None:
         data = asdict(record)
@@ -89,6 +113,17 @@ class StagingStore:
         self._index_file(volume_id).unlink(missing_ok=True)
 
     def all(self) -> list[StagingRecord]:
+        stamp = self.stamp()  # before reading: a change while reading moves it for next time
+        with self._cache_lock:
+            if stamp is not None and self._cached is not None and self._cached[0] == stamp:
+                return list(self._cached[1])
+        records = self._read_all()
+        if stamp is not None:
+            with self._cache_lock:
+                self._cached = (stamp, records)
+        return list(records)
+
+    def _read_all(self) -> list[StagingRecord]:
         if not self.index.is_dir():
             return []
         records = []

@@ -55,7 +55,7 @@ def node_fs(tmp_path, monkeypatch):
     (disk / "dev").write_text("259:7\n")
     (disk / "size").write_text(str(128 * 2048) + "\n")
     # reads 100 ops 2048 sectors 50 ms; writes 40 ops 8192 sectors 400 ms; 3 in flight; 300 ms busy
-    (disk / "stat").write_text("100 0 2048 50 40 0 8192 400 3 300 450 0 0 0 0 0 0\n")
+    (tmp_path / "diskstats").write_text(" 259       7 nvme3n1 100 0 2048 50 40 0 8192 400 3 300 450 0 0 0 0 0 0\n")
     for name, state in (("nvme3", "live"), ("nvme4", "connecting")):
         (nvme / name).mkdir(parents=True)
         (nvme / name / "subsysnqn").write_text("nqn.2026-01.dev.sluice:vol-a\n")
@@ -69,6 +69,7 @@ def node_fs(tmp_path, monkeypatch):
     (pod / "io.pressure").write_text("some avg10=1.00 avg60=0.50 avg300=0.10 total=2500000\n"
                                      "full avg10=0.50 avg60=0.20 avg300=0.00 total=1000000\n")
     monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
+    monkeypatch.setattr(node_metrics, "DISKSTATS", tmp_path / "diskstats")
     monkeypatch.setattr(fabrics, "SYS_NVME", nvme)
     return tmp_path, pod
 
@@ -263,25 +264,68 @@ def test_targets_up_and_last_seen_from_cached_health():
     assert [lab["target"] for lab, _ in m["sluice_controller_target_last_seen_timestamp_seconds"]] == ["a"]
 
 
-def test_a_multipath_head_counts_its_paths_io(tmp_path, monkeypatch):
+def _row(major: int, minor: int, name: str, values: list[int]) -> str:
+    return f"{major:4d} {minor:7d} {name} " + " ".join(map(str, values + [0] * (17 - len(values))))
+
+
+def test_a_multipath_head_counts_its_paths_io():
     """The head nvmeXnY keeps no counters of its own under NVMe multipath: the namespace's
-    figures are the sum of its paths' (linked under multipath/)."""
-    block = tmp_path / "block"
-    for path, values in (("nvme0c0n1", [1, 0, 8, 5] + [2, 0, 16, 7] + [1, 9, 12, 0, 0, 0, 0, 0, 0]),
-                         ("nvme0c1n1", [3, 0, 24, 5] + [4, 0, 32, 1] + [0, 9, 6, 0, 0, 0, 0, 0, 0])):
-        (block / path).mkdir(parents=True)
-        (block / path / "stat").write_text(" ".join(map(str, values)) + "\n")
-    head = block / "nvme0n1"
-    (head / "multipath").mkdir(parents=True)
-    (head / "stat").write_text(" ".join(["0"] * 17) + "\n")
-    for path in ("nvme0c0n1", "nvme0c1n1"):
-        (head / "multipath" / path).symlink_to(block / path)
-    monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
-    stat = node_metrics.disk_stat("nvme0n1")
+    figures are the sum of its path disks' (nvmeXcZnY), all read from /proc/diskstats."""
+    text = "\n".join([
+        _row(259, 0, "nvme0n1", [0] * 17),
+        _row(259, 1, "nvme0c0n1", [1, 0, 8, 5, 2, 0, 16, 7, 1, 9, 12]),
+        _row(259, 2, "nvme0c1n1", [3, 0, 24, 5, 4, 0, 32, 1, 0, 9, 6]),
+        _row(259, 3, "nvme0c1n2", [50] * 17),    # another namespace of the same subsystem
+        _row(259, 4, "nvme10c0n1", [70] * 17),   # subsystem 10, not 1
+        _row(7, 0, "loop0", [7] * 17),
+        "   8       0 short 1 2 3",               # a malformed line is skipped
+    ]) + "\n"
+    stats = node_metrics.diskstats(text)
+    stat = node_metrics.disk_stat("nvme0n1", stats)
     assert stat[0] == 4 and stat[2] == 32 and stat[4] == 6 and stat[6] == 48 and stat[8] == 1
-    (block / "plain").mkdir()
-    (block / "plain" / "stat").write_text(" ".join(["7"] * 17) + "\n")
-    assert node_metrics.disk_stat("plain")[0] == 7  # no multipath/: the device's own
+    assert node_metrics.disk_stat("nvme0n2", stats)[0] == 50  # its own path, not nvme0n1's
+    assert node_metrics.disk_stat("nvme5n1", stats) == [], "no paths and no row: nothing"
+    assert node_metrics.disk_stat("loop0", stats)[0] == 7  # not a multipath head: the device's own
+    assert node_metrics.disk_stat("nvme10n1", stats)[0] == 70
+
+
+def test_namespace_facts_are_swept_again_only_after_a_udev_block_event(tmp_path, monkeypatch):
+    from csi_driver.node import devices as node_devices
+    block = tmp_path / "block"
+    (block / "nvme0n1").mkdir(parents=True)
+    for name, text in (("uuid", "u-1\n"), ("dev", "259:0\n"), ("size", "2048\n")):
+        (block / "nvme0n1" / name).write_text(text)
+    monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
+    generation = [1]
+    monkeypatch.setattr(node_devices.INDEX, "generation", lambda: generation[0])
+    cache = node_metrics.NamespaceCache()
+    assert cache.get() == {"u-1": node_metrics.Namespace("nvme0n1", "259:0", 2048 * 512)}
+    (block / "nvme0n1" / "size").write_text("4096\n")  # grown: the kernel sends a change event
+    assert cache.get()["u-1"].size == 2048 * 512, "no event yet: kept"
+    generation[0] = 2
+    assert cache.get()["u-1"].size == 4096 * 512
+    generation[0] = None  # no udev: every call sweeps
+    (block / "nvme0n1" / "size").write_text("8192\n")
+    assert cache.get()["u-1"].size == 8192 * 512
+
+
+def test_a_controllers_nqn_and_address_are_read_once_per_directory(tmp_path, monkeypatch):
+    nvme = tmp_path / "nvme"
+    def make(name: str, nqn: str, port: str, state: str = "live") -> None:
+        (nvme / name).mkdir(parents=True, exist_ok=True)
+        (nvme / name / "subsysnqn").write_text(nqn + "\n")
+        (nvme / name / "address").write_text(f"traddr=10.0.0.1,trsvcid={port}\n")
+        (nvme / name / "state").write_text(state + "\n")
+    make("nvme0", "nqn.a", "4420")
+    monkeypatch.setattr(fabrics, "SYS_NVME", nvme)
+    ctrls = node_metrics.Controllers()
+    assert ctrls.by_subsystem() == {"nqn.a": [node_metrics.Path_("nvme0", "live", "10.0.0.1", "4420")]}
+    (nvme / "nvme0" / "subsysnqn").write_text("nqn.changed-in-place\n")  # cannot happen: proves the cache
+    (nvme / "nvme0" / "state").write_text("connecting\n")
+    assert ctrls.by_subsystem() == {"nqn.a": [node_metrics.Path_("nvme0", "connecting", "10.0.0.1", "4420")]}
+    (nvme / "nvme0").rename(nvme / "gone")  # deleted, and a new controller takes the name: a new directory
+    make("nvme0", "nqn.b", "4421")
+    assert ctrls.by_subsystem() == {"nqn.b": [node_metrics.Path_("nvme0", "live", "10.0.0.1", "4421")]}
 
 
 def test_node_metrics_and_io_max_follow_a_dynamic_ceiling(node_fs, monkeypatch):
@@ -311,21 +355,3 @@ def test_node_metrics_and_io_max_follow_a_dynamic_ceiling(node_fs, monkeypatch):
     assert PodLimits(root / "cgroup").wanted(record) == QoS(write_bps=4 * MiB)  # no ceiling: the static cap
 
 
-def test_path_disks_without_multipath_dir_are_found_in_one_pass(tmp_path, monkeypatch):
-    """Kernels whose head has no multipath/ (6.1): the paths sit under their controllers in
-    /sys/class/nvme; one listing per scrape serves every volume, each summing its own."""
-    block, nvme = tmp_path / "block", tmp_path / "nvme"
-    for head in ("nvme0n1", "nvme1n1"):
-        (block / head).mkdir(parents=True)
-        (block / head / "stat").write_text(" ".join(["0"] * 17) + "\n")
-    for ctrl, disk, ios in (("nvme0", "nvme0c0n1", 2), ("nvme2", "nvme0c2n1", 3), ("nvme1", "nvme1c1n1", 5)):
-        (nvme / ctrl / disk).mkdir(parents=True)
-        (nvme / ctrl / disk / "stat").write_text(" ".join([str(ios)] * 17) + "\n")
-    (nvme / "nvme0" / "ng0n1").mkdir()  # the char device's node is not a path disk
-    monkeypatch.setattr(node_metrics, "SYS_BLOCK", block)
-    monkeypatch.setattr(fabrics, "SYS_NVME", nvme)
-    found = node_metrics.path_disks_by_head()
-    assert {head: [p.name for p in paths] for head, paths in found.items()} == {
-        "nvme0n1": ["nvme0c0n1", "nvme0c2n1"], "nvme1n1": ["nvme1c1n1"]}
-    assert node_metrics.disk_stat("nvme0n1", found)[0] == 5 and node_metrics.disk_stat("nvme1n1", found)[0] == 5
-    assert node_metrics.disk_stat("nvme0n1")[0] == 5  # looked up alone, the same

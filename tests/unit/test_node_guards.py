@@ -13,7 +13,7 @@ import pytest
 
 from csi_driver import ids
 from csi_driver.capabilities import Capability
-from csi_driver.node import fabrics, health, inputs, mounts, plans, supervise
+from csi_driver.node import devices, fabrics, health, inputs, mounts, plans, supervise
 from csi_driver.node import readonly as ro
 from csi_driver.node.hostid import HostIdentity
 from csi_driver.node.service import NodeConfig, NodeService
@@ -222,3 +222,69 @@ def test_device_lookups_do_not_sweep_sysfs_per_volume(tmp_path, monkeypatch):
     index.changed()  # udev: a block device came or went
     assert index.find("gone") is None and len(sweeps) == 3
     assert index.find("gone", fresh=True) is None and len(sweeps) == 4
+
+
+def test_the_limits_sync_runs_in_full_only_when_something_may_have_changed(tmp_path, monkeypatch):
+    # Every 2 s the sync asks whether anything could have moved an io.max line: a udev block
+    # event (a reconnect), a changed staging record, a volume skipped last time. Then a full
+    # pass; else every full_sync_interval a verify pass (the lines last written re-read);
+    # else nothing (it looked everything up every 2 s: a third of a core with 50 volumes).
+    node = NodeService(IDENTITY, NodeConfig(state_dir=tmp_path / "state", topology={},
+                                            cgroup_root=tmp_path / "no-cgroups", full_sync_interval=30))
+    events, stamp, clock, passes, outcome = [7], [5], [1000.0], [], [True]
+    monkeypatch.setattr(devices.INDEX, "generation", lambda: events[0])
+    monkeypatch.setattr(node.store, "stamp", lambda: stamp[0])
+    monkeypatch.setattr("csi_driver.node.service.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr(node, "_sync_all",
+                        lambda verify_only, stamp: passes.append("verify" if verify_only else "full") or outcome[0])
+
+    node.sync_limits()
+    node.sync_limits()
+    assert passes == ["full"], "nothing changed: no second pass"
+    events[0] = 8  # a block device came or went
+    node.sync_limits()
+    node.sync_limits()
+    assert passes == ["full"] * 2
+    stamp[0] = 6  # a staging record was written
+    node.sync_limits()
+    assert passes == ["full"] * 3
+    clock[0] += 30
+    node.sync_limits()
+    node.sync_limits()
+    assert passes == ["full"] * 3 + ["verify"], "every full_sync_interval: the written lines re-read"
+    outcome[0] = False  # a CSI call held a volume: skipped
+    events[0] = 9
+    node.sync_limits()
+    outcome[0] = True
+    node.sync_limits()
+    assert passes[-2:] == ["full", "full"], "a pass that skipped a busy volume is followed by another"
+    node.sync_limits()
+    assert len(passes) == 6
+    events[0] = None  # no udev events to go by: every round runs in full
+    node.sync_limits()
+    node.sync_limits()
+    assert passes[-2:] == ["full", "full"]
+
+
+def test_verify_rereads_only_the_lines_it_wrote_and_repairs_a_changed_one(tmp_path, monkeypatch):
+    from csi_driver.node import limits as node_limits
+    cg = tmp_path / "cgroup"
+    pod_uid = "0f6c2a9e-2d43-4f1b-9c62-7f1d0e4b5a11"
+    pod = cg / "kubepods.slice/kubepods-burstable.slice" / f"kubepods-burstable-pod{pod_uid.replace('-', '_')}.slice"
+    pod.mkdir(parents=True)
+    (cg / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (cg / "cgroup.subtree_control").write_text("")
+    monkeypatch.setattr(devices, "find_by_uuid", lambda uuid: "nvme3n1")
+    monkeypatch.setattr(devices, "majmin", lambda device: "259:7")
+    limits = node_limits.PodLimits(cg)
+    record = StagingRecord("t/v-1", str(tmp_path / "s"), "nqn.x", "u-1", "127.0.0.1:4420", "block",
+                           qos={"qos.writeBPS": str(4 * MiB)}).with_publication("/pods/p", pod_uid)
+    limits.sync(record)
+    assert f"wbps={4 * MiB}" in (pod / "io.max").read_text()
+    lookups = []
+    monkeypatch.setattr(devices, "find_by_uuid", lambda uuid: lookups.append(uuid) or "nvme3n1")
+    limits.verify(record)
+    assert lookups == [], "an unchanged line is re-read, nothing looked up"
+    (pod / "io.max").write_text("259:7 rbps=max wbps=max riops=max wiops=max\n")  # someone else's write
+    limits.verify(record)
+    assert lookups == ["u-1"] and f"wbps={4 * MiB}" in (pod / "io.max").read_text()

@@ -4,6 +4,7 @@ or udev is in tests/lab."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -63,6 +64,32 @@ def test_staging_records_round_trip_and_index(tmp_path):
     assert store.find("t/v-1").publications == ("/pods/b",)
     store.remove(loaded)
     assert store.find("t/v-1") is None and store.all() == [] and not record_path(staging).exists()
+
+
+def _age_index(store: StagingStore, seconds: float = 10) -> None:
+    """Make the index folder look changed `seconds` ago (past the racy window)."""
+    st = store.index.stat()
+    os.utime(store.index, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def test_all_reads_the_records_again_only_when_the_index_moved(tmp_path, monkeypatch):
+    state = tmp_path / "state"
+    store, other = StagingStore(state), StagingStore(state)  # `other`: another process's view
+    rec = StagingRecord("t/v-1", str(tmp_path / "a/globalmount"), "nqn.x", "uuid-1", "127.0.0.1:4420", "block")
+    store.save(rec)
+    loads = []
+    real_load = StagingStore.load
+    monkeypatch.setattr(StagingStore, "load", lambda self, path: loads.append(path) or real_load(self, path))
+    assert store.all() == [rec] and len(loads) == 1  # just changed: not trusted, read
+    assert store.all() == [rec] and len(loads) == 2  # still inside the racy window: read again
+    _age_index(store)
+    assert store.all() == [rec] and len(loads) == 3
+    assert store.all() == [rec] and store.all() == [rec] and len(loads) == 3  # unchanged: from memory
+    other.save(rec.with_publication("/pods/p", "uid-1"))  # a change through another store object
+    assert store.all()[0].pods == {"/pods/p": "uid-1"}
+    _age_index(store)
+    other.remove(store.all()[0])
+    assert store.all() == []
 
 
 def test_mountinfo_is_parsed_with_escapes(monkeypatch):

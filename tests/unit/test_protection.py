@@ -339,15 +339,16 @@ def test_the_node_reporter_measures_only_volumes_in_a_protection_class(tmp_path,
     PLAIN, BULK = "v-" + "0" * 32, "v-" + "1" * 32
     records = [record(f"t/{PLAIN}", {"qos.writeBPS": "1000000"})]
     reporter = node_protection.IoReporter([Target()], lambda: records, "nqn.host", Ceilings(), tmp_path / "state")
-    monkeypatch.setattr(node_protection, "namespaces", lambda: pytest.fail("sysfs read for unclassed volumes"))
+    monkeypatch.setattr(reporter.namespaces, "get", lambda: pytest.fail("sysfs read for unclassed volumes"))
+    monkeypatch.setattr(node_protection, "diskstats", lambda: pytest.fail("diskstats read for unclassed volumes"))
     reporter.step()
     assert sent == [] and json.loads((tmp_path / "state" / "protection.json").read_text())["volumes"] == {}
 
     records.append(record(f"t/{BULK}", {"qos.class": "bulk"}))
-    monkeypatch.setattr(node_protection, "namespaces", lambda: {f"u-t/{BULK}": type("Ns", (), {"device": "nvme1n1"})})
-    monkeypatch.setattr(node_protection, "path_disks_by_head", dict)
+    monkeypatch.setattr(reporter.namespaces, "get", lambda: {f"u-t/{BULK}": type("Ns", (), {"device": "nvme1n1"})})
+    monkeypatch.setattr(node_protection, "diskstats", dict)
     stats = iter([[10, 0, 80, 20, 0, 0, 0, 0, 0, 5, 0], [30, 0, 240, 60, 0, 0, 0, 0, 0, 9, 0]])
-    monkeypatch.setattr(node_protection, "disk_stat", lambda device, path_disks=None: next(stats))
+    monkeypatch.setattr(node_protection, "disk_stat", lambda device, all_stats: next(stats))
     reporter.step()
     reporter.step()
     assert list(sent[-1]) == [BULK] and sent[-1][BULK].latency_us == 2000.0

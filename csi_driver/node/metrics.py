@@ -160,7 +160,25 @@ def volume_labels(record: StagingRecord) -> list[str]:
     return [record.volume_id, ctx.get(PVC_NAMESPACE, ""), ctx.get(PVC_NAME, "")]
 
 
-def diskstats(text: str | None = None) -> dict[str, list[int]]:
+class DiskStats(dict):
+    """Block devices' counters by name, with the path disks of each multipath head
+    indexed once (a scrape of 50 volumes matched every row against every head)."""
+
+    def __init__(self, rows: dict[str, list[int]]) -> None:
+        super().__init__(rows)
+        self._paths: dict[tuple[str, str], list[list[int]]] | None = None
+
+    def paths_of(self, controller: str, namespace: str) -> list[list[int]]:
+        """The rows of head nvme<controller>n<namespace>'s path disks (nvmeXcZnY)."""
+        if self._paths is None:
+            self._paths = {}
+            for name, row in self.items():
+                if (m := PATH_DISK.fullmatch(name)) is not None:
+                    self._paths.setdefault(m.groups(), []).append(row)
+        return self._paths.get((controller, namespace), [])
+
+
+def diskstats(text: str | None = None) -> DiskStats:
     """Every block device's counters by name, from /proc/diskstats (the fields of
     /sys/block/<dev>/stat, in the same order, after MAJ MIN NAME), hidden multipath
     path disks (nvmeXcZnY) included."""
@@ -169,16 +187,17 @@ def diskstats(text: str | None = None) -> dict[str, list[int]]:
         parts = line.split()
         if len(parts) >= 14:
             found[parts[2]] = [int(f) for f in parts[3:]]
-    return found
+    return DiskStats(found)
 
 
 def disk_stat(device: str, stats: dict[str, list[int]]) -> list[int]:
     """The namespace's counters. An NVMe multipath head (nvmeXnY) accounts no I/O of its
     own (seen in the lab: its stat stays 0 while fio writes): the I/O is counted on its
     path disks (nvmeXcZnY), so sum theirs; a device without paths counts its own."""
+    if not isinstance(stats, DiskStats):
+        stats = DiskStats(stats)
     head = re.fullmatch(r"nvme(\d+)n(\d+)", device)
-    rows = [row for name, row in stats.items()
-            if head is not None and (m := PATH_DISK.fullmatch(name)) is not None and m.groups() == head.groups()]
+    rows = stats.paths_of(*head.groups()) if head is not None else []
     if not rows and device in stats:
         rows = [stats[device]]
     rows = [row for row in rows if len(row) >= 11]

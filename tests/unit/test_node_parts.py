@@ -101,6 +101,24 @@ def test_mountinfo_is_parsed_with_escapes(monkeypatch):
     assert found[1].read_only and not found[0].read_only
 
 
+def test_mount_options_become_mount2_flags_or_go_to_mount8():
+    ro_noload = mounts.syscall_options(("noatime", "ro", "noload"))
+    assert ro_noload == (mounts.MS_NOATIME | mounts.MS_RDONLY, "noload")
+    assert mounts.syscall_options(()) == (0, "")
+    assert mounts.syscall_options(("ro", "rw", "nodev", "dev", "nosuid")) == (mounts.MS_NOSUID, ""), \
+        "the later word wins, as in mount(8)"
+    assert mounts.syscall_options(("nouuid", "discard", "defaults")) == (0, "nouuid,discard")
+    for userspace_or_unknown in ("_netdev", "x-systemd.automount", "errors=remount-ro", "data=journal", "bind"):
+        assert mounts.syscall_options(("ro", userspace_or_unknown)) is None, userspace_or_unknown
+
+
+def test_a_refused_mount2_names_the_source_target_and_errno(tmp_path):
+    # not root on a non-device: the kernel refuses (EPERM unprivileged, ENOTBLK/ENOENT as root)
+    with pytest.raises(mounts.BackendFailure) as caught:
+        mounts.mount(str(tmp_path / "no-such-device"), str(tmp_path), "ext4", ("ro", "noload"))
+    assert str(tmp_path / "no-such-device") in str(caught.value) and caught.value.details["errno"]
+
+
 @pytest.fixture
 def image(tmp_path):
     path = tmp_path / "disk.img"

@@ -4,7 +4,9 @@ Runs inside the lab VM (`make bench`; BENCH_SCALE_VOLUMES, default 1000). Measur
   - CreateVolume time around the 1,000th volume vs around the 10th (goal <= 1.5);
   - a ListVolumes full walk with limit 100: time per entry at 100 volumes vs at all of
     them (flat is the goal: each page is answered from the agent's index);
-  - the agent's RSS with no volumes and with all of them.
+  - the agent's RSS with no volumes and with all of them;
+  - beside each timed create, the same `lvcreate` by hand, with and without LVM's
+    metadata archive/backup files (`-A n`): what LVM alone costs at 10 and 1,000 LVs.
 Prints the ratios; raw numbers go to $LAB_OUT/bench-scale.json.
 
 Under TCG every LVM command costs seconds, so 1,000 creates through the agent one by
@@ -80,14 +82,29 @@ def behind_the_agents_back(dev: str, first: int, last: int) -> float:
     return time.perf_counter() - t0
 
 
-def timed_creates(client: AgentClient, first: int, last: int) -> list[float]:
-    times = []
+def timed_creates(client: AgentClient, dev: str, first: int, last: int) -> tuple[list[float], dict[str, list[float]]]:
+    """The agent's CreateVolume of volumes first..last-1, each followed by the same
+    `lvcreate` by hand (what LVM alone costs at this many LVs) and by hand without
+    LVM's metadata archive and backup files (`-A n`); the hand-made LVs are removed
+    (untimed) so the volume count stays the agent's."""
+    times, by_hand = [], {"lvcreate": [], "lvcreate -A n": []}
     for i in range(first, last):
         t0 = time.perf_counter()
         client.create_volume(name(i), SIZE)
         times.append(time.perf_counter() - t0)
-        print(f"  create {i + 1}: {times[-1]:.2f} s", flush=True)
-    return times
+        # the agent's tags for such a volume, renamed so the agent does not take the LV for one of its own
+        tags = [arg for tag in lvtags.volume_tags(name(i), {}, None)
+                for arg in ("--addtag", tag.replace("sluice.", "benchh."))]
+        for kind, extra in (("lvcreate", ()), ("lvcreate -A n", ("-A", "n"))):
+            lv = f"hand-{i}-{len(extra)}"
+            t0 = time.perf_counter()
+            sh("lvcreate", "--devices", dev, "-q", *extra, "-V", f"{SIZE}b", "-T", f"{VG}/{POOL}", "-n", lv,
+               "-kn", *tags, timeout=600)
+            by_hand[kind].append(time.perf_counter() - t0)
+            sh("lvremove", "--devices", dev, "-q", "-f", f"{VG}/{lv}", timeout=600)
+        print(f"  create {i + 1}: {times[-1]:.2f} s (by hand: lvcreate {by_hand['lvcreate'][-1]:.2f} s, "
+              f"with -A n {by_hand['lvcreate -A n'][-1]:.2f} s)", flush=True)
+    return times, by_hand
 
 
 def walk(client: AgentClient) -> tuple[int, float]:
@@ -122,23 +139,23 @@ def main() -> int:
                         pool_args=("--poolmetadatasize", "128m"))
     agent, client = lab_agent.start(Path("/tmp/bench-scale"), VG, POOL, dev, ("--overcommit-ratio", "4"))
     rss_empty = rss_kib(agent.pid)
-    early = timed_creates(client, 0, EARLY)
+    early, early_hand = timed_creates(client, dev, 0, EARLY)
     bulk_s = behind_the_agents_back(dev, EARLY, 100)
     client.resync()
     walked = {100: walks(client, 100)}
     bulk_s += behind_the_agents_back(dev, 100, VOLUMES - LATE)
     client.resync()
-    late = timed_creates(client, VOLUMES - LATE, VOLUMES)
+    late, late_hand = timed_creates(client, dev, VOLUMES - LATE, VOLUMES)
     walked[VOLUMES] = walks(client, VOLUMES)
     rss_full = rss_kib(agent.pid)
     lab_agent.stop(agent)
-    summary(early, late, walked, (rss_empty, rss_full), bulk_s)
+    summary(early, late, walked, (rss_empty, rss_full), bulk_s, (early_hand, late_hand))
     sh("vgremove", "--devices", dev, "-q", "-f", VG, check=False, timeout=600)
     return 0
 
 
 def summary(early: list[float], late: list[float], walked: dict[int, tuple[int, float]],
-            rss: tuple[int, int], bulk_s: float) -> None:
+            rss: tuple[int, int], bulk_s: float, hand: tuple[dict, dict]) -> None:
     at_10, at_end = statistics.median(early[5:15]), statistics.median(late)
     per_entry = {n: s / count for n, (count, s) in walked.items()}
     walk_ratio = per_entry[VOLUMES] / per_entry[100]
@@ -146,6 +163,15 @@ def summary(early: list[float], late: list[float], walked: dict[int, tuple[int, 
           f"behind the agent's back in {bulk_s:.0f} s, then Resync):")
     print(f"  CreateVolume median around the 10th: {at_10 * 1000:7.0f} ms, around the {VOLUMES}th: "
           f"{at_end * 1000:7.0f} ms; ratio {at_end / at_10:.2f} (goal <= 1.50)")
+    hand_ratios = {}
+    for kind in hand[0]:
+        h10, hend = statistics.median(hand[0][kind][5:15]), statistics.median(hand[1][kind])
+        hand_ratios[kind] = hend / h10
+        print(f"  {kind + ' by hand':28s} around the 10th: {h10 * 1000:7.0f} ms, around the {VOLUMES}th: "
+              f"{hend * 1000:7.0f} ms; ratio {hend / h10:.2f}")
+    base10, base_end = statistics.median(hand[0]["lvcreate"][5:15]), statistics.median(hand[1]["lvcreate"])
+    print(f"  the agent's own part (CreateVolume - lvcreate by hand): {(at_10 - base10) * 1000:.0f} ms around the "
+          f"10th, {(at_end - base_end) * 1000:.0f} ms around the {VOLUMES}th")
     for n, (count, seconds) in sorted(walked.items()):
         print(f"  ListVolumes walk (limit 100) at {n} volumes: {count} entries in {seconds * 1000:.0f} ms, "
               f"{per_entry[n] * 1e6:.0f} us per entry")
@@ -156,6 +182,9 @@ def summary(early: list[float], late: list[float], walked: dict[int, tuple[int, 
         Path(out, "bench-scale.json").write_text(json.dumps({
             "volumes": VOLUMES, "early_create_s": [round(x, 4) for x in early],
             "late_create_s": [round(x, 4) for x in late], "create_ratio": at_end / at_10,
+            "by_hand_s": {kind: {"early": [round(x, 4) for x in hand[0][kind]],
+                                 "late": [round(x, 4) for x in hand[1][kind]]} for kind in hand[0]},
+            "by_hand_ratio": hand_ratios,
             "walks": {str(n): {"entries": c, "seconds": s} for n, (c, s) in walked.items()},
             "walk_per_entry_ratio": walk_ratio, "rss_kib": {"empty": rss[0], "full": rss[1]},
             "bulk_seconds": bulk_s}, indent=1))

@@ -46,7 +46,7 @@ class NodeConfig:
     cgroup_root: Path = Path("/sys/fs/cgroup")
     sync_interval: float = 2.0   # how often the limits sync looks for a reason to run (an event)
     full_sync_interval: float = 30.0  # every line re-read even with no event (someone else's write)
-    report_interval: float = 0.5  # latency protection: how often volumes' I/O is reported (0: never)
+    report_interval: float = 0.25  # latency protection: how often volumes' I/O is reported (0: never)
 
 
 POD_UID_KEY = "csi.storage.k8s.io/pod.uid"

@@ -1,5 +1,6 @@
 """Latency protection in the agent: nodes' I/O reports in (ReportIO), the control loop
-(nvme_target/protect.py) every TICK seconds, dynamic ceilings out — to the nodes on their
+(nvme_target/protect.py) as soon as a report arrives (at most every MIN_GAP seconds, and
+every TICK seconds without reports: staleness is judged then), dynamic ceilings out — to the nodes on their
 WatchVolumes streams (the volumes are sent again when their ceiling changes) and to the
 target itself where the backend limits there (SPDK). State is in memory only: a restarted
 agent starts with no ceiling (fails open to the static caps)."""
@@ -24,6 +25,7 @@ from sluice_common.errors import NotFound
 
 log = structlog.get_logger(__name__)
 TICK = 0.25
+MIN_GAP = 0.02  # many nodes reporting at once share one step
 CHANGES = Counter("sluice_agent_protection_changes", "Dynamic ceiling changes of bulk volumes, by direction "
                   "(decrease, increase, release)", ["volume_id", "direction"])
 
@@ -36,16 +38,24 @@ class Protection:
         self._lock = threading.Lock()
         self._policies: dict[str, QoS] = {}
         self._seen = -1
+        self._wake = threading.Event()  # a report arrived: decide now, not at the tick's end
+        self._stop: threading.Event | None = None
 
     def start(self, tick: float = TICK) -> threading.Event:
-        self._stop = loops.every(tick, self.step, "protection")
+        self._stop = threading.Event()
+
+        def step() -> None:
+            self.step()
+            self._stop.wait(MIN_GAP)  # type: ignore[union-attr]
+
+        loops.every(tick, step, "protection", stop=self._stop, wake=self._wake)
         return self._stop
 
     def stop(self) -> None:
         """End the loop (the agent's server stops, a test ends)."""
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
+        if self._stop is not None:
+            self._stop.set()
+            self._wake.set()
 
     @classmethod
     def attach(cls, backend: Backend, tick: float = TICK) -> Protection:
@@ -61,6 +71,7 @@ class Protection:
         with self._lock:
             for vid, r in reports.items():
                 self.loop.report(vid, Sample(r.latency_us, r.bps, r.iops, now))
+        self._wake.set()
 
     def decorate(self, vol: Volume) -> Volume:
         """The volume with the ceiling in force (WatchVolumes sends it to the nodes)."""

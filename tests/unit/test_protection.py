@@ -4,6 +4,7 @@ reports, fail-open, settling), its parameters, its wire form and its agent wirin
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -265,6 +266,24 @@ def test_an_attached_loop_takes_reports_and_decorates_watches_on_the_backend_its
     assert next(stream).ceiling.write_bps <= 25 * MiB  # the loop ran on its own thread
     assert protection.loop.ceilings
     stop.set()
+
+
+def test_a_report_wakes_the_loop_instead_of_waiting_for_the_tick():
+    backend = MemoryBackend()
+    inf, ckpt = backend.create_volume("inf", 1 << 20), backend.create_volume("ckpt", 1 << 20)
+    backend.set_qos(inf.id, INF)
+    backend.set_qos(ckpt.id, CKPT)
+    protection = Protection.attach(backend, tick=30.0)  # a tick that never comes within the test
+    try:
+        time.sleep(0.1)
+        began = time.monotonic()
+        backend.report_io("nqn.node", {inf.id: IoReport(4000, 2e6, 500), ckpt.id: IoReport(9000, 100 * MiB, 800)})
+        while not protection.loop.ceilings and time.monotonic() - began < 10:
+            time.sleep(0.01)
+        assert protection.loop.ceilings, "the report was acted on"
+        assert time.monotonic() - began < 5, "well before the 30 s tick"
+    finally:
+        protection.stop()
 
 
 def test_the_node_watch_applies_ceilings_and_drops_them_when_the_target_goes_away():

@@ -31,8 +31,8 @@ lab: setup ## download the lab kernels (trixie 6.12, the default; bookworm 6.1) 
 unit: lab ## host unit tests (the harness tests boot the lab VM briefly)
 	$(PY) -m pytest -m "not lab" --junitxml=$(LAB_CACHE)/unit-junit.xml tests
 
-# The whole lab suite takes ~50 min under TCG in one VM (it is killed past LAB_TEST_TIMEOUT, under
-# CI's 90). Two VMs side by side were tried: each ran ~1.9x slower (a lab VM's two vCPUs contend for
+# The whole lab suite takes ~31 min under TCG in one VM on a quiet 2-core host, ~50 beside other VMs
+# (it is killed past LAB_TEST_TIMEOUT, under CI's 90). Two VMs side by side were tried: each ran ~1.9x slower (a lab VM's two vCPUs contend for
 # the same two cores), so they saved nothing.
 LAB_TEST_TIMEOUT ?= 4200
 

@@ -12,6 +12,7 @@ PACKAGES=(
   openssl fdisk                                     # test PKI for the agent's TLS; sfdisk
   iptables nftables                                 # fault tests black-hole a target's ports
   prometheus                                        # a real Prometheus server and promtool for the metrics tests
+  buildah debootstrap                               # make image: builds without a Docker engine or a registry
 )
 
 missing=()
